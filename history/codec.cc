@@ -1,0 +1,206 @@
+#include "history/codec.h"
+
+#include <zlib.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace posttrain {
+
+uint32_t Crc32(absl::string_view data, uint32_t crc) {
+  // zlib's crc32 takes a uInt length; feed large inputs in pieces.
+  const auto* p = reinterpret_cast<const Bytef*>(data.data());
+  size_t left = data.size();
+  uLong c = crc;
+  while (left > 0) {
+    const uInt chunk = static_cast<uInt>(std::min<size_t>(left, 1u << 30));
+    c = crc32(c, p, chunk);
+    p += chunk;
+    left -= chunk;
+  }
+  return static_cast<uint32_t>(c);
+}
+
+namespace {
+
+template <size_t kElem>
+void ShuffleFixed(const uint8_t* in, size_t count, uint8_t* out) {
+  for (size_t i = 0; i < count; ++i) {
+    for (size_t j = 0; j < kElem; ++j) out[j * count + i] = in[i * kElem + j];
+  }
+}
+
+template <size_t kElem>
+void UnshuffleFixed(const uint8_t* in, size_t count, uint8_t* out) {
+  for (size_t i = 0; i < count; ++i) {
+    for (size_t j = 0; j < kElem; ++j) out[i * kElem + j] = in[j * count + i];
+  }
+}
+
+}  // namespace
+
+void ShuffleBytes(const uint8_t* in, size_t n, size_t elem, uint8_t* out) {
+  const size_t count = elem == 0 ? 0 : n / elem;
+  switch (elem) {
+    case 1:
+      std::memcpy(out, in, n);
+      return;
+    case 2:
+      return ShuffleFixed<2>(in, count, out);
+    case 4:
+      return ShuffleFixed<4>(in, count, out);
+    case 8:
+      return ShuffleFixed<8>(in, count, out);
+    default:
+      for (size_t i = 0; i < count; ++i) {
+        for (size_t j = 0; j < elem; ++j) out[j * count + i] = in[i * elem + j];
+      }
+  }
+}
+
+void UnshuffleBytes(const uint8_t* in, size_t n, size_t elem, uint8_t* out) {
+  const size_t count = elem == 0 ? 0 : n / elem;
+  switch (elem) {
+    case 1:
+      std::memcpy(out, in, n);
+      return;
+    case 2:
+      return UnshuffleFixed<2>(in, count, out);
+    case 4:
+      return UnshuffleFixed<4>(in, count, out);
+    case 8:
+      return UnshuffleFixed<8>(in, count, out);
+    default:
+      for (size_t i = 0; i < count; ++i) {
+        for (size_t j = 0; j < elem; ++j) out[i * elem + j] = in[j * count + i];
+      }
+  }
+}
+
+void UnshuffleXorBytes(const uint8_t* in, size_t n, size_t elem,
+                       uint8_t* inout) {
+  const size_t count = elem == 0 ? 0 : n / elem;
+  if (elem == 4) {
+    for (size_t i = 0; i < count; ++i) {
+      for (size_t j = 0; j < 4; ++j) inout[i * 4 + j] ^= in[j * count + i];
+    }
+    return;
+  }
+  for (size_t i = 0; i < count; ++i) {
+    for (size_t j = 0; j < elem; ++j) inout[i * elem + j] ^= in[j * count + i];
+  }
+}
+
+void XorBytes(const uint8_t* a, const uint8_t* b, size_t n, uint8_t* out) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x, y;
+    std::memcpy(&x, a + i, 8);
+    std::memcpy(&y, b + i, 8);
+    x ^= y;
+    std::memcpy(out + i, &x, 8);
+  }
+  for (; i < n; ++i) out[i] = a[i] ^ b[i];
+}
+
+absl::Status ZstdCompressAppend(absl::string_view data, int level,
+                                std::string* out) {
+  const size_t bound = ZSTD_compressBound(data.size());
+  const size_t old = out->size();
+  out->resize(old + bound);
+  const size_t n =
+      ZSTD_compress(out->data() + old, bound, data.data(), data.size(), level);
+  if (ZSTD_isError(n)) {
+    out->resize(old);
+    return absl::InternalError(
+        absl::StrCat("zstd compression failed: ", ZSTD_getErrorName(n)));
+  }
+  out->resize(old + n);
+  return absl::OkStatus();
+}
+
+absl::Status ZstdDecompress(absl::string_view frame, uint8_t* out,
+                            size_t out_size) {
+  const unsigned long long declared =
+      ZSTD_getFrameContentSize(frame.data(), frame.size());
+  if (declared == ZSTD_CONTENTSIZE_ERROR ||
+      declared == ZSTD_CONTENTSIZE_UNKNOWN || declared != out_size) {
+    return absl::DataLossError(absl::StrCat(
+        "zstd frame does not declare the expected ", out_size, " bytes"));
+  }
+  const size_t n = ZSTD_decompress(out, out_size, frame.data(), frame.size());
+  if (ZSTD_isError(n)) {
+    return absl::DataLossError(
+        absl::StrCat("zstd decompression failed: ", ZSTD_getErrorName(n)));
+  }
+  if (n != out_size) {
+    return absl::DataLossError(absl::StrCat("zstd frame yielded ", n,
+                                            " bytes, expected ", out_size));
+  }
+  return absl::OkStatus();
+}
+
+float QuantizeDifference(const float* value, const float* base, size_t count,
+                         int bits, uint8_t* q_out) {
+  const int qmax = bits == 8 ? 127 : 32767;
+  float max_abs = 0.0f;
+  for (size_t i = 0; i < count; ++i) {
+    const float d = value[i] - (base ? base[i] : 0.0f);
+    max_abs = std::max(max_abs, std::fabs(d));
+  }
+  const float scale = max_abs / static_cast<float>(qmax);
+  const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+  for (size_t i = 0; i < count; ++i) {
+    const float d = value[i] - (base ? base[i] : 0.0f);
+    float r = std::nearbyint(d * inv);
+    r = std::min(std::max(r, static_cast<float>(-qmax)), static_cast<float>(qmax));
+    if (bits == 8) {
+      const int8_t q = static_cast<int8_t>(r);
+      std::memcpy(q_out + i, &q, 1);
+    } else {
+      const int16_t q = static_cast<int16_t>(r);
+      std::memcpy(q_out + 2 * i, &q, 2);
+    }
+  }
+  return scale;
+}
+
+void Dequantize(const uint8_t* q, const float* base, size_t count, int bits,
+                float scale, float* recon) {
+  for (size_t i = 0; i < count; ++i) {
+    float qv;
+    if (bits == 8) {
+      int8_t v;
+      std::memcpy(&v, q + i, 1);
+      qv = static_cast<float>(v);
+    } else {
+      int16_t v;
+      std::memcpy(&v, q + 2 * i, 2);
+      qv = static_cast<float>(v);
+    }
+    const float b = base ? base[i] : 0.0f;
+    recon[i] = b + qv * scale;
+  }
+}
+
+double MaxAbsDifference(const float* a, const float* b, size_t count) {
+  double m = 0.0;
+  for (size_t i = 0; i < count; ++i) {
+    m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]));
+  }
+  return m;
+}
+
+bool AllFinite(const float* v, size_t count) {
+  for (size_t i = 0; i < count; ++i) {
+    if (!std::isfinite(v[i])) return false;
+  }
+  return true;
+}
+
+}  // namespace posttrain

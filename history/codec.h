@@ -1,0 +1,68 @@
+// Byte-level building blocks of the history codecs: byte shuffling, XOR
+// deltas, zstd framing, scalar quantization and checksums. No tensor types:
+// these work on raw little-endian element bytes.
+//
+// Example (the `delta` codec for one fp32 tensor):
+//   XorBytes(cur, base, n, tmp.data());
+//   ShuffleBytes(tmp.data(), n, /*elem_size=*/4, shuffled.data());
+//   PT_ASSIGN_OR_RETURN(std::string z, ZstdCompress(shuffled, /*level=*/1));
+//
+// Thread safety: stateless functions, safe to call concurrently.
+#ifndef POSTTRAIN_HISTORY_CODEC_H_
+#define POSTTRAIN_HISTORY_CODEC_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace posttrain {
+
+// CRC-32 (zlib polynomial) of `data`, continuing from `crc` (0 to start).
+uint32_t Crc32(absl::string_view data, uint32_t crc = 0);
+
+// Groups byte j of every element together: out[j * count + i] = in[i * elem
+// + j], count = n / elem. Compressors see the slowly varying sign/exponent
+// bytes of floats in one run. REQUIRES: n % elem == 0; in and out distinct.
+void ShuffleBytes(const uint8_t* in, size_t n, size_t elem, uint8_t* out);
+// Inverse of ShuffleBytes.
+void UnshuffleBytes(const uint8_t* in, size_t n, size_t elem, uint8_t* out);
+
+// Unshuffles `in` (as UnshuffleBytes) and XORs the result into `inout`.
+void UnshuffleXorBytes(const uint8_t* in, size_t n, size_t elem,
+                       uint8_t* inout);
+
+// out[i] = a[i] ^ b[i] for i < n. `out` may alias `a` or `b`.
+void XorBytes(const uint8_t* a, const uint8_t* b, size_t n, uint8_t* out);
+
+// Appends a zstd frame of `data` (content size recorded) to `*out`.
+absl::Status ZstdCompressAppend(absl::string_view data, int level,
+                                std::string* out);
+// Decompresses one zstd frame into exactly `out_size` bytes at `out`.
+// DataLoss unless the frame declares and yields exactly `out_size` bytes.
+absl::Status ZstdDecompress(absl::string_view frame, uint8_t* out,
+                            size_t out_size);
+
+// Scalar quantization of a float32 difference. With d = value - base and
+// scale = max|d| / qmax (qmax = 2^(bits-1) - 1), q = round(d / scale).
+// Writes q as int8 (bits = 8) or int16 (bits = 16) little-endian to `q_out`
+// and returns scale. Non-finite inputs are the caller's to reject.
+float QuantizeDifference(const float* value, const float* base, size_t count,
+                         int bits, uint8_t* q_out);
+// recon[i] = base[i] + float(q[i]) * scale; `base` may be null (zero) and
+// may alias `recon`. The encoder uses this same function to know the
+// reader's values exactly.
+void Dequantize(const uint8_t* q, const float* base, size_t count, int bits,
+                float scale, float* recon);
+
+// Largest |a[i] - b[i]| over i < count, in double.
+double MaxAbsDifference(const float* a, const float* b, size_t count);
+// True when every value is finite.
+bool AllFinite(const float* v, size_t count);
+
+}  // namespace posttrain
+
+#endif  // POSTTRAIN_HISTORY_CODEC_H_

@@ -1,0 +1,99 @@
+#include "hooks/history_recorder.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/model_spec.h"
+#include "common/module_state.h"
+#include "common/status.h"
+
+#include <torch/nn/modules/container/sequential.h>
+
+namespace posttrain {
+
+HistoryRecorder::HistoryRecorder(const torch::nn::Sequential& model,
+                                 std::string directory,
+                                 HistoryRecorderOptions options)
+    : model_(model.ptr()),
+      directory_(std::move(directory)),
+      options_(std::move(options)) {}
+
+HistoryRecorder::~HistoryRecorder() {
+  writer_.reset();  // drains the queue before the store closes
+}
+
+absl::Status HistoryRecorder::EnsureOpen() {
+  if (store_ != nullptr) return absl::OkStatus();
+  PT_ASSIGN_OR_RETURN(pb::ModelSpec spec, DescribeSequential(*model_));
+  PT_ASSIGN_OR_RETURN(store_,
+                      HistoryStore::Open(directory_, options_.store, spec));
+  last_epoch_ = store_->last_epoch();
+  step_ = store_->last_step();
+  if (options_.async) {
+    writer_ = std::make_unique<AsyncHistoryWriter>(store_.get(),
+                                                   options_.max_pending);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status HistoryRecorder::OnTrainBegin() {
+  if (!options_.is_writer) return absl::OkStatus();
+  open_status_ = EnsureOpen();
+  return open_status_;
+}
+
+absl::Status HistoryRecorder::OnBatchEnd(const BatchEnd& batch) {
+  (void)batch;
+  ++step_;
+  return absl::OkStatus();
+}
+
+absl::Status HistoryRecorder::OnEpochEnd(int64_t epoch,
+                                         const Metrics& metrics) {
+  if (!options_.is_writer || stopped_) return absl::OkStatus();
+  PT_RETURN_IF_ERROR(open_status_);
+  if (epoch <= last_epoch_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "HistoryRecorder: epoch ", epoch, " is not after the last recorded "
+        "epoch ", last_epoch_, " of '", directory_,
+        "'; stored epochs are never overwritten"));
+  }
+  EpochMetadata meta;
+  meta.epoch = epoch;
+  meta.step = step_;
+  meta.metrics = metrics;
+  meta.seed = options_.seed;
+  PT_ASSIGN_OR_RETURN(NamedTensors state, CopyModuleState(*model_));
+  last_epoch_ = epoch;
+  absl::Status s;
+  if (writer_) {
+    s = writer_->Submit(std::move(meta), std::move(state));
+  } else {
+    s = store_->Append(meta, std::move(state));
+    if (s.ok()) {
+      ++sync_written_;
+    } else {
+      ++sync_failed_;
+      if (first_sync_error_.ok()) first_sync_error_ = s;
+    }
+  }
+  if (!s.ok() && options_.stop_on_error) stopped_ = true;
+  return s;
+}
+
+absl::Status HistoryRecorder::OnTrainEnd() {
+  if (!options_.is_writer) return absl::OkStatus();
+  PT_RETURN_IF_ERROR(open_status_);
+  if (writer_) return writer_->Flush();
+  return first_sync_error_;
+}
+
+size_t HistoryRecorder::snapshots_written() const {
+  return writer_ ? writer_->written() : sync_written_;
+}
+
+size_t HistoryRecorder::snapshots_failed() const {
+  return writer_ ? writer_->failed() : sync_failed_;
+}
+
+}  // namespace posttrain

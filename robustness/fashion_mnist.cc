@@ -1,0 +1,174 @@
+#include "robustness/fashion_mnist.h"
+
+#include <zlib.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "common/torch_status.h"
+#include "history/env.h"
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/index_select.h>
+#include <ATen/ops/tensor.h>
+
+namespace posttrain {
+namespace {
+
+constexpr uint32_t kImagesMagic = 0x00000803;
+constexpr uint32_t kLabelsMagic = 0x00000801;
+constexpr uint32_t kMaxItems = 10'000'000;
+constexpr uint32_t kMaxSide = 4096;
+
+class GzReader {
+ public:
+  explicit GzReader(std::string path) : path_(std::move(path)) {
+    file_ = gzopen(path_.c_str(), "rb");
+  }
+  ~GzReader() {
+    if (file_) gzclose(file_);
+  }
+  absl::Status status() const {
+    if (file_ == nullptr) {
+      return absl::NotFoundError(absl::StrCat("cannot open '", path_,
+                                              "' (is dataset-fashion-mnist "
+                                              "installed?)"));
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Read(void* dst, size_t n) {
+    auto* p = static_cast<char*>(dst);
+    while (n > 0) {
+      const unsigned chunk = static_cast<unsigned>(std::min<size_t>(n, 1u << 30));
+      int got = gzread(file_, p, chunk);
+      if (got <= 0) {
+        return absl::DataLossError(
+            absl::StrCat("'", path_, "' is truncated or not valid gzip/IDX"));
+      }
+      p += got;
+      n -= static_cast<size_t>(got);
+    }
+    return absl::OkStatus();
+  }
+  absl::StatusOr<uint32_t> ReadU32() {
+    unsigned char b[4];
+    PT_RETURN_IF_ERROR(Read(b, 4));
+    return (uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) |
+           (uint32_t{b[2]} << 8) | uint32_t{b[3]};
+  }
+
+ private:
+  std::string path_;
+  gzFile file_ = nullptr;
+};
+
+}  // namespace
+
+absl::StatusOr<ImageDataset> ReadIdxDataset(const std::string& images_path,
+                                            const std::string& labels_path,
+                                            int64_t limit) {
+  GzReader images(images_path);
+  PT_RETURN_IF_ERROR(images.status());
+  PT_ASSIGN_OR_RETURN(uint32_t magic, images.ReadU32());
+  if (magic != kImagesMagic) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", images_path, "' is not an IDX image file (magic ", magic, ")"));
+  }
+  PT_ASSIGN_OR_RETURN(uint32_t count, images.ReadU32());
+  PT_ASSIGN_OR_RETURN(uint32_t rows, images.ReadU32());
+  PT_ASSIGN_OR_RETURN(uint32_t cols, images.ReadU32());
+  if (count > kMaxItems || rows == 0 || cols == 0 || rows > kMaxSide ||
+      cols > kMaxSide) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", images_path, "' declares implausible sizes ", count,
+                     "x", rows, "x", cols));
+  }
+  GzReader labels(labels_path);
+  PT_RETURN_IF_ERROR(labels.status());
+  PT_ASSIGN_OR_RETURN(uint32_t lmagic, labels.ReadU32());
+  if (lmagic != kLabelsMagic) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", labels_path, "' is not an IDX label file (magic ", lmagic, ")"));
+  }
+  PT_ASSIGN_OR_RETURN(uint32_t lcount, labels.ReadU32());
+  if (lcount != count) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", labels_path, "' has ", lcount, " labels but '", images_path,
+        "' has ", count, " images"));
+  }
+  const int64_t n = limit >= 0 ? std::min<int64_t>(limit, count) : count;
+  std::vector<uint8_t> pixels(static_cast<size_t>(n) * rows * cols);
+  std::vector<uint8_t> label_bytes(static_cast<size_t>(n));
+  PT_RETURN_IF_ERROR(images.Read(pixels.data(), pixels.size()));
+  PT_RETURN_IF_ERROR(labels.Read(label_bytes.data(), label_bytes.size()));
+  for (size_t i = 0; i < label_bytes.size(); ++i) {
+    if (label_bytes[i] > 9) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'", labels_path, "': label ", int{label_bytes[i]}, " of item ", i,
+          " is not in 0..9"));
+    }
+  }
+  ImageDataset d;
+  PT_RETURN_IF_ERROR(CallTorch("converting IDX data", [&] {
+    d.images = at::from_blob(pixels.data(),
+                             {n, 1, static_cast<int64_t>(rows),
+                              static_cast<int64_t>(cols)},
+                             at::TensorOptions().dtype(at::kByte))
+                   .to(at::kFloat)
+                   .div_(255.0);
+    d.labels = at::from_blob(label_bytes.data(), {n},
+                             at::TensorOptions().dtype(at::kByte))
+                   .to(at::kLong);
+  }));
+  return d;
+}
+
+ImageDataset Head(const ImageDataset& d, int64_t n) {
+  if (n < 0 || n >= d.size()) return d;
+  return {d.images.slice(0, 0, n), d.labels.slice(0, 0, n)};
+}
+
+absl::StatusOr<FashionMnist> LoadFashionMnist(
+    const FashionMnistOptions& options) {
+  PT_ASSIGN_OR_RETURN(
+      ImageDataset full,
+      ReadIdxDataset(JoinPath(options.dir, "train-images-idx3-ubyte.gz"),
+                     JoinPath(options.dir, "train-labels-idx1-ubyte.gz")));
+  PT_ASSIGN_OR_RETURN(
+      ImageDataset test,
+      ReadIdxDataset(JoinPath(options.dir, "t10k-images-idx3-ubyte.gz"),
+                     JoinPath(options.dir, "t10k-labels-idx1-ubyte.gz"),
+                     options.test_limit));
+  // Seeded Fisher-Yates (spelled out: std::shuffle's algorithm is not fixed
+  // by the standard, and the split must be the same everywhere).
+  const int64_t n = full.size();
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) perm[i] = i;
+  std::mt19937_64 rng(options.seed);
+  for (int64_t i = n - 1; i > 0; --i) {
+    const int64_t j = static_cast<int64_t>(rng() % static_cast<uint64_t>(i + 1));
+    std::swap(perm[i], perm[j]);
+  }
+  const int64_t half = n / 2;
+  auto take = [&](int64_t begin, int64_t end, int64_t limit) {
+    if (limit >= 0) end = std::min(end, begin + limit);
+    std::vector<int64_t> idx(perm.begin() + begin, perm.begin() + end);
+    at::Tensor index = at::tensor(idx, at::TensorOptions().dtype(at::kLong));
+    return ImageDataset{at::index_select(full.images, 0, index),
+                        at::index_select(full.labels, 0, index)};
+  };
+  FashionMnist out;
+  PT_RETURN_IF_ERROR(CallTorch("splitting Fashion-MNIST", [&] {
+    out.train = take(0, half, options.train_limit);
+    out.validation = take(half, n, options.validation_limit);
+    out.test = std::move(test);
+  }));
+  return out;
+}
+
+}  // namespace posttrain
