@@ -154,6 +154,10 @@ float QuantizeDifference(const float* value, const float* base, size_t count,
     max_abs = std::max(max_abs, std::fabs(d));
   }
   const float scale = max_abs / static_cast<float>(qmax);
+  if (!std::isfinite(scale) || (scale != 0.0f && !std::isnormal(scale)) ||
+      !std::isfinite(1.0f / (scale > 0.0f ? scale : 1.0f))) {
+    return -1.0f;  // not quantizable: the caller stores the values losslessly
+  }
   const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
   for (size_t i = 0; i < count; ++i) {
     const float d = value[i] - (base ? base[i] : 0.0f);

@@ -49,7 +49,9 @@ absl::Status ZstdDecompress(absl::string_view frame, uint8_t* out,
 // Scalar quantization of a float32 difference. With d = value - base and
 // scale = max|d| / qmax (qmax = 2^(bits-1) - 1), q = round(d / scale).
 // Writes q as int8 (bits = 8) or int16 (bits = 16) little-endian to `q_out`
-// and returns scale. Non-finite inputs are the caller's to reject.
+// and returns scale. Returns a negative number (and nothing usable in q_out)
+// when the differences cannot be quantized: non-finite, or so small that the
+// scale would be subnormal.
 float QuantizeDifference(const float* value, const float* base, size_t count,
                          int bits, uint8_t* q_out);
 // recon[i] = base[i] + float(q[i]) * scale; `base` may be null (zero) and

@@ -37,9 +37,11 @@ class FaultInjectionEnv::File : public WritableFile {
   std::unique_ptr<WritableFile> base_;
 };
 
-void FaultInjectionEnv::SetWriteBudget(int64_t bytes) {
+void FaultInjectionEnv::SetWriteBudget(int64_t bytes,
+                                       const std::string& path_contains) {
   std::lock_guard<std::mutex> l(mu_);
   write_budget_ = bytes;
+  budget_filter_ = path_contains;
 }
 void FaultInjectionEnv::SetShortWrites(bool on) {
   std::lock_guard<std::mutex> l(mu_);
@@ -51,6 +53,7 @@ void FaultInjectionEnv::SetFailRemove(bool on) { fail_remove_ = on; }
 void FaultInjectionEnv::ClearFaults() {
   std::lock_guard<std::mutex> l(mu_);
   write_budget_ = -1;
+  budget_filter_.clear();
   short_writes_ = false;
   fail_sync_ = false;
   fail_rename_ = false;
@@ -66,7 +69,8 @@ absl::Status FaultInjectionEnv::Admit(const std::string& path, size_t n,
     return absl::DataLossError(absl::StrCat("write '", path, "': short write (",
                                             *allowed, " of ", n, " bytes)"));
   }
-  if (write_budget_ >= 0) {
+  if (write_budget_ >= 0 &&
+      path.find(budget_filter_) != std::string::npos) {
     if (static_cast<int64_t>(n) > write_budget_) {
       *allowed = static_cast<size_t>(write_budget_);
       write_budget_ = 0;

@@ -30,8 +30,9 @@ class FaultInjectionEnv : public Env {
 
   // After `bytes` more bytes have been appended to any file, writes fail with
   // ResourceExhausted ("no space left"); the write that crosses the limit
-  // stores the part that fits. Negative: unlimited.
-  void SetWriteBudget(int64_t bytes);
+  // stores the part that fits. Negative: unlimited. With `path_contains`
+  // only files whose path contains it count and fail.
+  void SetWriteBudget(int64_t bytes, const std::string& path_contains = "");
   // Every Append stores only half its data and fails with DataLoss.
   void SetShortWrites(bool on);
   // Sync fails with Internal.
@@ -86,6 +87,7 @@ class FaultInjectionEnv : public Env {
   Env* const base_;
   std::mutex mu_;
   int64_t write_budget_ = -1;
+  std::string budget_filter_;
   bool short_writes_ = false;
   std::atomic<bool> fail_sync_{false};
   std::atomic<bool> fail_rename_{false};

@@ -1,5 +1,6 @@
 #include "history/file_format.h"
 
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -17,6 +18,10 @@
 
 namespace posttrain {
 namespace {
+
+// Tensor bytes are stored as they are in memory; the format is little-endian.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "the history format needs a little-endian host");
 
 constexpr char kManifestMagic[8] = {'P', 'T', 'H', 'M', 'A', 'N', 'I', '1'};
 constexpr char kBlobMagic[8] = {'P', 'T', 'H', 'B', 'L', 'O', 'B', '1'};
@@ -99,7 +104,9 @@ std::string EncodeManifestFile(const pb::Manifest& manifest) {
   std::string out(kManifestMagic, 8);
   PutU32(&out, kHistoryFormatVersion);
   PutU64(&out, payload.size());
-  PutU32(&out, Crc32(payload));
+  // The CRC covers version and length too, so a damaged version field reads
+  // as corruption, not as a newer format.
+  PutU32(&out, Crc32(payload, Crc32(absl::string_view(out).substr(8, 12))));
   out += payload;
   return out;
 }
@@ -116,21 +123,21 @@ absl::StatusOr<pb::Manifest> DecodeManifestFile(absl::string_view bytes,
   if (std::memcmp(bytes.data(), kManifestMagic, 8) != 0) {
     return bad("not a posttrain history manifest (bad magic)");
   }
-  const uint32_t version = GetU32(bytes.data() + 8);
-  if (version != kHistoryFormatVersion) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("manifest '", file_name, "': format version ", version,
-                     " is not supported (this library reads version ",
-                     kHistoryFormatVersion, ")"));
-  }
   const uint64_t len = GetU64(bytes.data() + 12);
   if (len > kMaxManifestBytes || len != bytes.size() - kManifestPrefix) {
     return bad(absl::StrCat("declares ", len, " payload bytes but holds ",
                             bytes.size() - kManifestPrefix));
   }
   const absl::string_view payload = bytes.substr(kManifestPrefix);
-  if (Crc32(payload) != GetU32(bytes.data() + 20)) {
+  if (Crc32(payload, Crc32(bytes.substr(8, 12))) != GetU32(bytes.data() + 20)) {
     return bad("checksum mismatch");
+  }
+  const uint32_t version = GetU32(bytes.data() + 8);
+  if (version != kHistoryFormatVersion) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("manifest '", file_name, "': format version ", version,
+                     " is not supported (this library reads version ",
+                     kHistoryFormatVersion, ")"));
   }
   pb::Manifest m;
   if (!m.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
@@ -217,6 +224,11 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
           "': only contiguous CPU tensors of standard dtypes can be stored"));
     }
     const size_t n = t.nbytes();
+    if (n > kMaxTensorBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", nt.name, "' has ", n, " bytes; the store holds tensors of "
+          "at most ", kMaxTensorBytes));
+    }
     const uint8_t* src = Bytes(t);
     pb::TensorRecord* r = header.add_tensors();
     r->set_name(nt.name);
@@ -232,50 +244,64 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
     }
     const size_t before = payload.size();
     at::Tensor recon_t = t;
-    const bool quantize = lossy && info->dtype == pb::DTYPE_FLOAT32 &&
-                          AllFinite(reinterpret_cast<const float*>(src), n / 4);
+    // Quantize only finite values against a finite base; anything else is
+    // stored losslessly (XOR against the base, or whole).
+    const bool quantize =
+        lossy && info->dtype == pb::DTYPE_FLOAT32 &&
+        AllFinite(reinterpret_cast<const float*>(src), n / 4) &&
+        (b == nullptr ||
+         AllFinite(reinterpret_cast<const float*>(Bytes(*b)), n / 4));
     if (options.codec == pb::CODEC_RAW) {
       r->set_encoding(pb::ENCODING_RAW);
       payload.append(reinterpret_cast<const char*>(src), n);
-    } else if (quantize) {
+    } else {
+      float scale = -1.0f;
       const int bits = b ? options.lossy_delta_bits : options.lossy_keyframe_bits;
       const size_t count = n / 4;
       const size_t qbytes = count * (bits / 8);
-      scratch.resize(qbytes);
-      scratch2.resize(qbytes);
-      const float* basef = b ? reinterpret_cast<const float*>(Bytes(*b)) : nullptr;
-      const float scale = QuantizeDifference(
-          reinterpret_cast<const float*>(src), basef, count, bits,
-          reinterpret_cast<uint8_t*>(scratch.data()));
-      recon_t = at::empty(t.sizes(), t.options());
-      float* rf = reinterpret_cast<float*>(Bytes(recon_t));
-      Dequantize(reinterpret_cast<const uint8_t*>(scratch.data()), basef, count,
-                 bits, scale, rf);
-      const double err =
-          MaxAbsDifference(reinterpret_cast<const float*>(src), rf, count);
-      ShuffleBytes(reinterpret_cast<const uint8_t*>(scratch.data()), qbytes,
-                   bits / 8, reinterpret_cast<uint8_t*>(scratch2.data()));
-      PT_RETURN_IF_ERROR(
-          ZstdCompressAppend(scratch2, options.zstd_level, &payload));
-      r->set_encoding(pb::ENCODING_QUANT_ZSTD);
-      r->set_scale(scale);
-      r->set_quant_bits(bits);
-      r->set_relative_to_base(b != nullptr);
-      r->set_max_abs_error(err);
-      blob.max_abs_error = std::max(blob.max_abs_error, err);
-    } else {
-      scratch.resize(n);
-      if (b && options.codec != pb::CODEC_ZSTD) {
-        r->set_encoding(pb::ENCODING_XOR_SHUFFLE_ZSTD);
-        scratch2.resize(n);
-        XorBytes(src, Bytes(*b), n, reinterpret_cast<uint8_t*>(scratch2.data()));
-        ShuffleBytes(reinterpret_cast<const uint8_t*>(scratch2.data()), n,
-                     info->size, reinterpret_cast<uint8_t*>(scratch.data()));
-      } else {
-        r->set_encoding(pb::ENCODING_SHUFFLE_ZSTD);
-        ShuffleBytes(src, n, info->size, reinterpret_cast<uint8_t*>(scratch.data()));
+      const float* basef =
+          b ? reinterpret_cast<const float*>(Bytes(*b)) : nullptr;
+      if (quantize) {
+        scratch.resize(qbytes);
+        scale = QuantizeDifference(reinterpret_cast<const float*>(src), basef,
+                                   count, bits,
+                                   reinterpret_cast<uint8_t*>(scratch.data()));
       }
-      PT_RETURN_IF_ERROR(ZstdCompressAppend(scratch, options.zstd_level, &payload));
+      if (scale >= 0.0f) {  // quantized (negative: not quantizable)
+        recon_t = at::empty(t.sizes(), t.options());
+        float* rf = reinterpret_cast<float*>(Bytes(recon_t));
+        Dequantize(reinterpret_cast<const uint8_t*>(scratch.data()), basef,
+                   count, bits, scale, rf);
+        const double err =
+            MaxAbsDifference(reinterpret_cast<const float*>(src), rf, count);
+        scratch2.resize(qbytes);
+        ShuffleBytes(reinterpret_cast<const uint8_t*>(scratch.data()), qbytes,
+                     bits / 8, reinterpret_cast<uint8_t*>(scratch2.data()));
+        PT_RETURN_IF_ERROR(
+            ZstdCompressAppend(scratch2, options.zstd_level, &payload));
+        r->set_encoding(pb::ENCODING_QUANT_ZSTD);
+        r->set_scale(scale);
+        r->set_quant_bits(bits);
+        r->set_relative_to_base(b != nullptr);
+        r->set_max_abs_error(err);
+        blob.max_abs_error = std::max(blob.max_abs_error, err);
+      } else {
+        scratch.resize(n);
+        if (b && options.codec != pb::CODEC_ZSTD) {
+          r->set_encoding(pb::ENCODING_XOR_SHUFFLE_ZSTD);
+          scratch2.resize(n);
+          XorBytes(src, Bytes(*b), n,
+                   reinterpret_cast<uint8_t*>(scratch2.data()));
+          ShuffleBytes(reinterpret_cast<const uint8_t*>(scratch2.data()), n,
+                       info->size, reinterpret_cast<uint8_t*>(scratch.data()));
+        } else {
+          r->set_encoding(pb::ENCODING_SHUFFLE_ZSTD);
+          ShuffleBytes(src, n, info->size,
+                       reinterpret_cast<uint8_t*>(scratch.data()));
+        }
+        PT_RETURN_IF_ERROR(
+            ZstdCompressAppend(scratch, options.zstd_level, &payload));
+      }
     }
     r->set_stored_size(payload.size() - before);
     r->set_crc32(Crc32(absl::string_view(payload).substr(before)));
@@ -284,6 +310,12 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
   header.set_payload_size(payload.size());
   std::string hbytes;
   header.SerializeToString(&hbytes);
+  if (hbytes.size() > kMaxBlobHeaderBytes ||
+      kBlobPrefix + hbytes.size() + payload.size() > kMaxBlobBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "epoch ", epoch, ": the state is too large for one blob (header ",
+        hbytes.size(), " bytes, payload ", payload.size(), " bytes)"));
+  }
   blob.bytes.reserve(kBlobPrefix + hbytes.size() + payload.size());
   blob.bytes.assign(kBlobMagic, 8);
   PutU32(&blob.bytes, static_cast<uint32_t>(hbytes.size()));
@@ -362,7 +394,7 @@ absl::StatusOr<pb::BlobHeader> ParseBlobHeader(absl::string_view bytes,
       case pb::ENCODING_QUANT_ZSTD:
         if (r.dtype() != pb::DTYPE_FLOAT32 ||
             (r.quant_bits() != 8 && r.quant_bits() != 16) ||
-            !(r.scale() >= 0.0)) {
+            !(r.scale() >= 0.0) || !std::isfinite(r.scale())) {
           return BlobError(file_name, epoch, where + "invalid quantized record");
         }
         break;

@@ -175,7 +175,10 @@ absl::Status HistoryStore::RemoveLeftovers() {
     for (const auto& e : manifest_.epochs()) live.insert(e.blob_file());
   }
   for (const std::string& name : children) {
-    const bool tmp = absl::EndsWith(name, kTmpSuffix);
+    // Only our own temporary files: MANIFEST.tmp and epoch-*.blob.tmp.
+    const bool tmp = name == absl::StrCat(kManifestName, kTmpSuffix) ||
+                     (absl::StartsWith(name, "epoch-") &&
+                      absl::EndsWith(name, absl::StrCat(".blob", kTmpSuffix)));
     const bool orphan = absl::StartsWith(name, "epoch-") &&
                         absl::EndsWith(name, ".blob") && !live.contains(name);
     if (tmp || orphan) {
@@ -218,7 +221,10 @@ absl::Status HistoryStore::Append(const EpochMetadata& meta,
                  base_epoch_, enc, chained ? &recon : nullptr));
   const std::string blob_name = BlobFileName(meta.epoch);
   absl::Status written = WriteFileAtomically(blob_name, blob.bytes);
+  // The blob's rename must be durable before the MANIFEST that names it.
+  if (written.ok() && options_.sync) written = env_->SyncDir(dir_);
   if (!written.ok()) {
+    env_->RemoveFile(JoinPath(dir_, blob_name)).IgnoreError();
     return Annotate(written, absl::StrCat("history store '", dir_,
                                           "': writing epoch ", meta.epoch));
   }
@@ -271,7 +277,14 @@ absl::Status HistoryStore::Append(const EpochMetadata& meta,
   }
   m.mutable_epochs()->Swap(&kept);
 
-  absl::Status committed = WriteFileAtomically(kManifestName, EncodeManifestFile(m));
+  std::string manifest_bytes = EncodeManifestFile(m);
+  if (manifest_bytes.size() > kMaxManifestBytes) {
+    env_->RemoveFile(JoinPath(dir_, blob_name)).IgnoreError();
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "history store '", dir_, "': the manifest would exceed ",
+        kMaxManifestBytes, " bytes; use a retention policy"));
+  }
+  absl::Status committed = WriteFileAtomically(kManifestName, manifest_bytes);
   if (!committed.ok()) {
     // The old MANIFEST is still in place; the new blob is an orphan.
     env_->RemoveFile(JoinPath(dir_, blob_name)).IgnoreError();

@@ -20,7 +20,8 @@
 //
 // Thread safety: all methods may be called concurrently; Append calls are
 // serialized. One writer per directory (LOCK), any number of readers. A
-// reader racing a writer's retention may see NotFound for a dropped epoch.
+// reader opened before a writer's retention dropped an epoch sees DataLoss
+// when it reads that epoch (its manifest copy is not reloaded).
 #ifndef POSTTRAIN_HISTORY_STORE_H_
 #define POSTTRAIN_HISTORY_STORE_H_
 
@@ -95,7 +96,9 @@ class HistoryStore {
   HistoryStore& operator=(const HistoryStore&) = delete;
 
   // Encodes, writes and commits one epoch, then applies retention. `state`
-  // must be CPU, contiguous, and is consumed. FailedPrecondition when
+  // must be CPU, contiguous, and is consumed: the store keeps the tensors as
+  // the base of the next delta, so the caller must not modify them later
+  // (pass copies, as CopyModuleState makes). FailedPrecondition when
   // meta.epoch is not above every stored epoch; on any error nothing stored
   // before is changed.
   absl::Status Append(const EpochMetadata& meta, NamedTensors state);
@@ -133,6 +136,7 @@ class HistoryStore {
     // Advances; false at the end or on error (see status()).
     bool Next();
     const pb::EpochEntry& entry() const { return entries_[pos_]; }
+    // Valid until the next call of Next(), which updates it in place.
     const NamedTensors& state() const { return state_; }
     absl::Status status() const { return status_; }
 

@@ -1,0 +1,106 @@
+#include "history/codec.h"
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace posttrain {
+namespace {
+
+std::vector<uint8_t> RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> v(n);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+TEST(Codec, ShuffleRoundTripsForEveryElementSize) {
+  for (size_t elem : {1, 2, 4, 8, 3}) {
+    const size_t n = elem * 37;
+    std::vector<uint8_t> in = RandomBytes(n, 1), shuf(n), back(n);
+    ShuffleBytes(in.data(), n, elem, shuf.data());
+    if (elem == 4) {
+      // Byte 1 of element 2 lands in plane 1 at position 2.
+      EXPECT_EQ(shuf[1 * 37 + 2], in[2 * 4 + 1]);
+    }
+    UnshuffleBytes(shuf.data(), n, elem, back.data());
+    EXPECT_EQ(back, in) << "elem " << elem;
+  }
+}
+
+TEST(Codec, UnshuffleXorInvertsXorThenShuffle) {
+  const size_t n = 4 * 100;
+  std::vector<uint8_t> cur = RandomBytes(n, 2), base = RandomBytes(n, 3);
+  std::vector<uint8_t> x(n), shuf(n);
+  XorBytes(cur.data(), base.data(), n, x.data());
+  ShuffleBytes(x.data(), n, 4, shuf.data());
+  std::vector<uint8_t> rebuilt = base;
+  UnshuffleXorBytes(shuf.data(), n, 4, rebuilt.data());
+  EXPECT_EQ(rebuilt, cur);
+}
+
+TEST(Codec, ZstdRoundTripAndRejectsDamagedFrames) {
+  std::string data(10000, 'a');
+  for (size_t i = 0; i < data.size(); i += 7) data[i] = static_cast<char>(i);
+  std::string frame = "prefix";
+  ASSERT_TRUE(ZstdCompressAppend(data, 1, &frame).ok());
+  EXPECT_EQ(frame.substr(0, 6), "prefix");
+  std::string z = frame.substr(6);
+  std::string out(data.size(), '\0');
+  ASSERT_TRUE(
+      ZstdDecompress(z, reinterpret_cast<uint8_t*>(out.data()), out.size()).ok());
+  EXPECT_EQ(out, data);
+  // The wrong expected size, a truncated frame.
+  EXPECT_EQ(ZstdDecompress(z, reinterpret_cast<uint8_t*>(out.data()), 10).code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(ZstdDecompress(z.substr(0, z.size() / 2),
+                           reinterpret_cast<uint8_t*>(out.data()), out.size())
+                .code(),
+            absl::StatusCode::kDataLoss);
+}
+
+TEST(Codec, Crc32MatchesTheZlibCheckValue) {
+  EXPECT_EQ(Crc32("123456789"), 0xCBF43926u);
+  EXPECT_EQ(Crc32("6789", Crc32("12345")), 0xCBF43926u);
+}
+
+TEST(Codec, QuantizationErrorIsAtMostHalfAStep) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.f, 0.1f);
+  const size_t n = 1000;
+  std::vector<float> value(n), base(n), recon(n);
+  for (size_t i = 0; i < n; ++i) {
+    base[i] = dist(rng);
+    value[i] = base[i] + 0.01f * dist(rng);
+  }
+  for (int bits : {8, 16}) {
+    std::vector<uint8_t> q(n * bits / 8);
+    const float scale = QuantizeDifference(value.data(), base.data(), n, bits, q.data());
+    Dequantize(q.data(), base.data(), n, bits, scale, recon.data());
+    const double err = MaxAbsDifference(value.data(), recon.data(), n);
+    EXPECT_GT(scale, 0.f);
+    // Half a step, plus the float rounding of base + q * scale.
+    EXPECT_LE(err, scale * 0.5 + 1e-7) << bits;
+    // Dequantizing in place over the base gives the same values.
+    std::vector<float> inplace = base;
+    Dequantize(q.data(), inplace.data(), n, bits, scale, inplace.data());
+    EXPECT_EQ(inplace, recon);
+  }
+  // Identical inputs: zero scale, exact.
+  std::vector<uint8_t> q(n);
+  EXPECT_EQ(QuantizeDifference(base.data(), base.data(), n, 8, q.data()), 0.f);
+  Dequantize(q.data(), base.data(), n, 8, 0.f, recon.data());
+  EXPECT_EQ(recon, base);
+  EXPECT_FALSE(AllFinite(std::vector<float>{1.f, NAN}.data(), 2));
+  // Not quantizable: overflowing or subnormal-sized differences.
+  std::vector<float> huge = {3e38f, -3e38f}, tiny = {1e-40f, 0.f};
+  std::vector<float> zero = {0.f, 0.f};
+  EXPECT_LT(QuantizeDifference(huge.data(), huge.data() + 1, 1, 8, q.data()), 0.f);
+  EXPECT_LT(QuantizeDifference(tiny.data(), zero.data(), 2, 8, q.data()), 0.f);
+}
+
+}  // namespace
+}  // namespace posttrain

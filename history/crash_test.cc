@@ -1,0 +1,119 @@
+// Crash safety: a child process appends epochs to a store and is SIGKILLed
+// at random moments; after every kill the store must open, verify, and
+// return every committed epoch bit for bit.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "history/store.h"
+#include "tests/test_util.h"
+
+#include <gtest/gtest.h>
+
+namespace posttrain {
+namespace {
+
+constexpr int kKills = 24;
+
+// Starts the writer; returns its pid and the last epoch it found, once the
+// store is open.
+pid_t StartWriter(const std::string& dir, int64_t* last_epoch) {
+  int fds[2];
+  EXPECT_EQ(pipe(fds), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    close(fds[1]);
+    execl(POSTTRAIN_CRASH_WRITER, POSTTRAIN_CRASH_WRITER, dir.c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(fds[1]);
+  FILE* out = fdopen(fds[0], "r");
+  long long last = -2;
+  EXPECT_EQ(fscanf(out, "ready %lld", &last), 1);
+  fclose(out);
+  *last_epoch = last;
+  return pid;
+}
+
+TEST(HistoryCrash, SigkillAtRandomPointsLosesNoCommittedEpoch) {
+  const std::string dir = testing::MakeTempDir("crash");
+  std::mt19937 rng(20261126);
+  // Kill after 0 to 60 ms of writing: each epoch takes a few ms (three
+  // fsyncs), so kills land in every phase of an append.
+  std::uniform_int_distribution<int> delay_us(0, 60000);
+  int64_t previous_last = -1;
+  int progressed = 0;
+  for (int kill_no = 0; kill_no < kKills; ++kill_no) {
+    int64_t found_last = -2;
+    pid_t pid = StartWriter(dir, &found_last);
+    ASSERT_GT(pid, 0);
+    // The writer found at least what the last check saw committed.
+    EXPECT_GE(found_last, previous_last) << "kill " << kill_no;
+    std::this_thread::sleep_for(std::chrono::microseconds(delay_us(rng)));
+    ASSERT_EQ(kill(pid, SIGKILL), 0);
+    int wstatus = 0;
+    ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+    ASSERT_TRUE(WIFSIGNALED(wstatus)) << "writer exited early, kill " << kill_no;
+
+    auto store = HistoryStore::OpenReadOnly(dir);
+    ASSERT_TRUE(store.ok()) << "kill " << kill_no << ": " << store.status();
+    ASSERT_TRUE((*store)->Verify().ok()) << "kill " << kill_no;
+    const auto epochs = (*store)->Epochs();
+    for (const auto& e : epochs) {
+      auto state = (*store)->ReadEpoch(e.epoch());
+      ASSERT_TRUE(state.ok()) << state.status();
+      ASSERT_EQ(testing::DiffStates(*state, testing::SyntheticState(e.epoch(), 4)),
+                "")
+          << "kill " << kill_no << " epoch " << e.epoch();
+      EXPECT_EQ(e.step(), e.epoch() * 10);
+    }
+    const int64_t last = (*store)->last_epoch();
+    EXPECT_GE(last, found_last);
+    if (last > previous_last) ++progressed;
+    // Retention (keep last 6) held through the crashes.
+    EXPECT_LE(epochs.size(), 6u);
+    if (!epochs.empty()) {
+      EXPECT_EQ(epochs.back().epoch(), last);
+    }
+    previous_last = last;
+  }
+  // Most kills came after some progress, so they hit real appends.
+  EXPECT_GE(progressed, kKills / 2);
+  EXPECT_GE(previous_last, 20);
+
+  // A writer that opens the store afterwards removes every leftover: no
+  // temporary file and no blob the manifest does not list.
+  auto reader = HistoryStore::OpenReadOnly(dir);
+  ASSERT_TRUE(reader.ok());
+  const pb::ModelSpec spec = (*reader)->model_spec();
+  reader->reset();
+  HistoryOptions options;
+  options.retention = RetentionPolicy::KeepLast(6);
+  auto writer = HistoryStore::Open(dir, options, spec);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  const pb::Manifest m = (*writer)->manifest();
+  auto children = Env::Default()->GetChildren(dir);
+  ASSERT_TRUE(children.ok());
+  for (const auto& c : *children) {
+    EXPECT_FALSE(absl::EndsWith(c, ".tmp")) << c;
+    if (absl::EndsWith(c, ".blob")) {
+      EXPECT_TRUE(std::any_of(m.epochs().begin(), m.epochs().end(),
+                              [&](const auto& e) { return e.blob_file() == c; }))
+          << "orphan " << c;
+    }
+  }
+  EXPECT_TRUE((*writer)->Verify().ok());
+}
+
+}  // namespace
+}  // namespace posttrain

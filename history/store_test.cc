@@ -1,0 +1,572 @@
+#include "history/store.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/model_spec.h"
+#include "common/module_state.h"
+#include "history/fault_injection_env.h"
+#include "tests/test_util.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+namespace posttrain {
+namespace {
+
+using ::posttrain::testing::DiffStates;
+using ::posttrain::testing::FileSize;
+using ::posttrain::testing::FlipByteAt;
+using ::posttrain::testing::MakeTempDir;
+using ::posttrain::testing::ReadFileBytes;
+using ::posttrain::testing::SimulateEpoch;
+using ::posttrain::testing::SmallCnn;
+using ::posttrain::testing::SyntheticState;
+using ::posttrain::testing::WriteFileBytes;
+
+pb::ModelSpec SpecOf(const torch::nn::Sequential& m) {
+  auto spec = DescribeSequential(m);
+  EXPECT_TRUE(spec.ok()) << spec.status();
+  return *spec;
+}
+
+NamedTensors StateOf(const torch::nn::Sequential& m) {
+  auto s = CopyModuleState(*m);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return *s;
+}
+
+EpochMetadata Meta(int64_t epoch) {
+  EpochMetadata m;
+  m.epoch = epoch;
+  m.step = 100 * (epoch + 1);
+  m.metrics = {{"loss", 1.0 / (epoch + 1)}};
+  m.seed = 42;
+  return m;
+}
+
+// Writes `epochs` epochs of a training CNN, returning the true states.
+std::vector<NamedTensors> WriteCnnHistory(const std::string& dir,
+                                          const HistoryOptions& options,
+                                          int epochs) {
+  torch::nn::Sequential model = SmallCnn(1);
+  auto store = HistoryStore::Open(dir, options, SpecOf(model));
+  EXPECT_TRUE(store.ok()) << store.status();
+  std::vector<NamedTensors> truth;
+  for (int e = 0; e < epochs; ++e) {
+    SimulateEpoch(model, e);
+    truth.push_back(StateOf(model));
+    EXPECT_TRUE((*store)->Append(Meta(e), StateOf(model)).ok());
+  }
+  return truth;
+}
+
+class CodecRoundTrip : public ::testing::TestWithParam<pb::Codec> {};
+
+TEST_P(CodecRoundTrip, EveryEpochBitExactWithBuffers) {
+  const std::string dir = MakeTempDir("roundtrip");
+  HistoryOptions options;
+  options.codec = GetParam();
+  options.keyframe_interval = 3;  // chains of keyframe + 2 deltas
+  std::vector<NamedTensors> truth = WriteCnnHistory(dir, options, 7);
+
+  auto store = HistoryStore::OpenReadOnly(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_EQ((*store)->Epochs().size(), 7u);
+  // Buffers are stored: running stats and num_batches_tracked.
+  bool has_buffer = false;
+  for (const auto& nt : truth[0]) {
+    has_buffer |= absl::StrContains(nt.name, "num_batches_tracked");
+  }
+  EXPECT_TRUE(has_buffer);
+  // Random access, in reverse order.
+  for (int e = 6; e >= 0; --e) {
+    auto state = (*store)->ReadEpoch(e);
+    ASSERT_TRUE(state.ok()) << state.status();
+    EXPECT_EQ(DiffStates(*state, truth[e]), "") << "epoch " << e;
+  }
+  // Sequential iteration.
+  auto it = (*store)->NewIterator();
+  int n = 0;
+  while (it.Next()) {
+    EXPECT_EQ(DiffStates(it.state(), truth[it.entry().epoch()]), "");
+    ++n;
+  }
+  EXPECT_TRUE(it.status().ok()) << it.status();
+  EXPECT_EQ(n, 7);
+  // Chains: epoch 4 = keyframe 3 + 1 delta for chained codecs.
+  const auto entries = (*store)->Epochs();
+  if (GetParam() == pb::CODEC_DELTA) {
+    EXPECT_EQ(entries[3].base_epoch(), -1);
+    EXPECT_EQ(entries[4].base_epoch(), 3);
+    EXPECT_EQ(entries[5].chain_depth(), 2u);
+  } else {
+    for (const auto& e : entries) EXPECT_EQ(e.base_epoch(), -1);
+  }
+  EXPECT_EQ(entries[2].step(), 300);
+  EXPECT_EQ(entries[2].metrics().at("loss"), 1.0 / 3);
+  EXPECT_EQ(entries[2].seed(), 42u);
+  EXPECT_GT(entries[2].wall_time(), 1e9);
+  EXPECT_TRUE((*store)->Verify().ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(Lossless, CodecRoundTrip,
+                         ::testing::Values(pb::CODEC_RAW, pb::CODEC_ZSTD,
+                                           pb::CODEC_DELTA),
+                         [](const auto& info) {
+                           return pb::Codec_Name(info.param);
+                         });
+
+TEST(HistoryStore, DeltaIsSmallerThanRawOnSmallSteps) {
+  HistoryOptions raw, delta;
+  raw.codec = pb::CODEC_RAW;
+  delta.codec = pb::CODEC_DELTA;
+  const std::string d1 = MakeTempDir("raw"), d2 = MakeTempDir("delta");
+  WriteCnnHistory(d1, raw, 4);
+  WriteCnnHistory(d2, delta, 4);
+  auto a = HistoryStore::OpenReadOnly(d1);
+  auto b = HistoryStore::OpenReadOnly(d2);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_LT((*b)->Epochs()[3].blob_size(), (*a)->Epochs()[3].blob_size());
+}
+
+TEST(HistoryStore, LossyStaysWithinItsRecordedBound) {
+  const std::string dir = MakeTempDir("lossy");
+  HistoryOptions options;
+  options.codec = pb::CODEC_LOSSY;
+  options.keyframe_interval = 4;
+  std::vector<NamedTensors> truth = WriteCnnHistory(dir, options, 6);
+  auto store = HistoryStore::OpenReadOnly(dir);
+  ASSERT_TRUE(store.ok());
+  double store_bound = (*store)->manifest().lossy_max_abs_error();
+  EXPECT_GT(store_bound, 0.0);
+  for (const auto& entry : (*store)->Epochs()) {
+    auto state = (*store)->ReadEpoch(entry.epoch());
+    ASSERT_TRUE(state.ok()) << state.status();
+    const NamedTensors& t = truth[entry.epoch()];
+    ASSERT_EQ(state->size(), t.size());
+    double worst = 0;
+    for (size_t i = 0; i < t.size(); ++i) {
+      if (!t[i].tensor.is_floating_point()) {
+        // Integer buffers are stored losslessly.
+        EXPECT_TRUE(torch::equal((*state)[i].tensor, t[i].tensor));
+        continue;
+      }
+      worst = std::max(
+          worst,
+          ((*state)[i].tensor.to(torch::kDouble) - t[i].tensor.to(torch::kDouble))
+              .abs()
+              .max()
+              .item<double>());
+    }
+    EXPECT_LE(worst, entry.max_abs_error() * (1 + 1e-9)) << entry.epoch();
+    EXPECT_LE(entry.max_abs_error(), store_bound);
+    // Relative to the weights, the error is small.
+    EXPECT_LT(entry.max_abs_error(), 5e-3);
+  }
+}
+
+TEST(HistoryStore, RetentionPolicies) {
+  struct Case {
+    RetentionPolicy policy;
+    std::vector<int64_t> expected;
+  };
+  std::vector<Case> cases = {
+      {RetentionPolicy::KeepAll(), {0, 1, 2, 3, 4, 5, 6, 7, 8}},
+      {RetentionPolicy::KeepLast(3), {6, 7, 8}},
+      {RetentionPolicy::KeepLatestHalf(), {4, 5, 6, 7, 8}},
+      {RetentionPolicy::EveryKthPlusLast(4, 2), {0, 4, 7, 8}},
+  };
+  for (pb::Codec codec : {pb::CODEC_ZSTD, pb::CODEC_DELTA}) {
+    for (const Case& c : cases) {
+      const std::string dir = MakeTempDir("retention");
+      HistoryOptions options;
+      options.codec = codec;
+      options.keyframe_interval = 4;
+      options.retention = c.policy;
+      std::vector<NamedTensors> truth = WriteCnnHistory(dir, options, 9);
+      auto store = HistoryStore::OpenReadOnly(dir);
+      ASSERT_TRUE(store.ok());
+      std::vector<int64_t> got;
+      for (const auto& e : (*store)->Epochs()) got.push_back(e.epoch());
+      EXPECT_EQ(got, c.expected) << c.policy.ToString();
+      for (int64_t e : got) {
+        auto s = (*store)->ReadEpoch(e);
+        ASSERT_TRUE(s.ok()) << s.status();
+        EXPECT_EQ(DiffStates(*s, truth[e]), "");
+      }
+      // Dropped epochs are gone from disk unless a kept delta needs them.
+      const pb::Manifest m = (*store)->manifest();
+      for (int e = 0; e < 9; ++e) {
+        const bool in_manifest =
+            std::any_of(m.epochs().begin(), m.epochs().end(),
+                        [&](const auto& x) { return x.epoch() == e; });
+        EXPECT_EQ(Env::Default()->FileExists(JoinPath(dir, BlobFileName(e))),
+                  in_manifest)
+            << c.policy.ToString() << " epoch " << e;
+      }
+      if (codec == pb::CODEC_ZSTD) {
+        EXPECT_EQ(m.epochs_size(), static_cast<int>(c.expected.size()));
+      }
+      EXPECT_EQ((*store)->epochs_appended(), 9);
+    }
+  }
+}
+
+TEST(HistoryStore, ResumeKeepsNumberingAndNeverOverwrites) {
+  const std::string dir = MakeTempDir("resume");
+  HistoryOptions options;
+  std::vector<NamedTensors> truth = WriteCnnHistory(dir, options, 3);
+  torch::nn::Sequential model = SmallCnn(1);
+  auto store = HistoryStore::Open(dir, options, SpecOf(model));
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->last_epoch(), 2);
+  EXPECT_EQ((*store)->last_step(), 300);
+  // An old epoch number is refused and leaves the stored one intact.
+  absl::Status s = (*store)->Append(Meta(1), StateOf(model));
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(s.message(), "epoch 1")) << s;
+  auto e1 = (*store)->ReadEpoch(1);
+  ASSERT_TRUE(e1.ok());
+  EXPECT_EQ(DiffStates(*e1, truth[1]), "");
+  // The next epoch continues; after a restart the writer starts a keyframe.
+  ASSERT_TRUE((*store)->Append(Meta(3), StateOf(model)).ok());
+  auto entries = (*store)->Epochs();
+  ASSERT_EQ(entries.size(), 4u);
+  EXPECT_EQ(entries[3].epoch(), 3);
+  EXPECT_EQ(entries[3].base_epoch(), -1);
+  auto e3 = (*store)->ReadEpoch(3);
+  ASSERT_TRUE(e3.ok());
+  EXPECT_EQ(DiffStates(*e3, StateOf(model)), "");
+}
+
+TEST(HistoryStore, SecondWriterIsRefused) {
+  const std::string dir = MakeTempDir("lock");
+  torch::nn::Sequential model = SmallCnn();
+  auto a = HistoryStore::Open(dir, {}, SpecOf(model));
+  ASSERT_TRUE(a.ok());
+  auto b = HistoryStore::Open(dir, {}, SpecOf(model));
+  EXPECT_EQ(b.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(HistoryStore, OtherArchitectureIsRefused) {
+  const std::string dir = MakeTempDir("arch");
+  WriteCnnHistory(dir, {}, 1);
+  torch::nn::Sequential other(torch::nn::Linear(4, 2));
+  auto s = HistoryStore::Open(dir, {}, SpecOf(other));
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(s.status().message(), "layer '0'"))
+      << s.status();
+}
+
+TEST(HistoryStore, LoadIntoMismatchedModelNamesTheTensor) {
+  const std::string dir = MakeTempDir("mismatch");
+  std::vector<NamedTensors> truth = WriteCnnHistory(dir, {}, 2);
+  auto store = HistoryStore::OpenReadOnly(dir);
+  ASSERT_TRUE(store.ok());
+
+  torch::nn::Sequential ok_model = SmallCnn(7);
+  ASSERT_TRUE((*store)->LoadEpoch(1, *ok_model).ok());
+  EXPECT_EQ(DiffStates(StateOf(ok_model), truth[1]), "");
+
+  namespace nn = torch::nn;
+  nn::Sequential wider(nn::Conv2d(nn::Conv2dOptions(1, 5, 3).padding(1)),
+                       nn::BatchNorm2d(5), nn::ReLU(), nn::MaxPool2d(2),
+                       nn::Flatten(), nn::Linear(5 * 4 * 4, 16),
+                       nn::BatchNorm1d(16), nn::ReLU(), nn::Linear(16, 3));
+  const NamedTensors before = StateOf(wider);
+  absl::Status s = (*store)->LoadEpoch(1, *wider);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "tensor '0.weight'")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "[4,1,3,3]")) << s;
+  EXPECT_EQ(DiffStates(StateOf(wider), before), "") << "model was changed";
+
+  nn::Sequential shorter(nn::Conv2d(nn::Conv2dOptions(1, 4, 3).padding(1)));
+  s = (*store)->LoadEpoch(1, *shorter);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "not in the model")) << s;
+
+  EXPECT_EQ((*store)->LoadEpoch(9, *ok_model).code(),
+            absl::StatusCode::kNotFound);
+}
+
+// Flips single bytes in every part of every file kind and expects a DataLoss
+// status naming the file, never a crash or silently different weights.
+TEST(HistoryStore, CorruptionOfEveryFileKindIsDetected) {
+  const std::string dir = MakeTempDir("corrupt");
+  HistoryOptions options;
+  options.keyframe_interval = 2;
+  std::vector<NamedTensors> truth = WriteCnnHistory(dir, options, 2);
+  const std::string manifest = JoinPath(dir, "MANIFEST");
+  const std::string keyframe = JoinPath(dir, BlobFileName(0));
+  const std::string delta = JoinPath(dir, BlobFileName(1));
+  const std::string pristine_manifest = ReadFileBytes(manifest);
+
+  for (const std::string& file : {manifest, keyframe, delta}) {
+    const std::string original = ReadFileBytes(file);
+    const uint64_t size = original.size();
+    // Magic, framing, header and payload positions, spread over the file.
+    std::vector<uint64_t> offsets = {0, 7, 8, 12, 16, 20, 24, 40, size / 3,
+                                     size / 2, size - 1};
+    for (uint64_t off : offsets) {
+      if (off >= size) continue;
+      FlipByteAt(file, off);
+      absl::Status status;
+      auto store = HistoryStore::OpenReadOnly(dir);
+      if (!store.ok()) {
+        status = store.status();
+      } else {
+        status = (*store)->Verify();
+        // A read of the damaged epoch fails too, never returns other bytes.
+        for (int e = 0; e < 2; ++e) {
+          auto s = (*store)->ReadEpoch(e);
+          if (s.ok()) {
+            EXPECT_EQ(DiffStates(*s, truth[e]), "")
+                << file << " offset " << off << " epoch " << e;
+          }
+        }
+      }
+      EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss)
+          << file << " offset " << off << ": " << status;
+      const std::string base = file.substr(file.rfind('/') + 1);
+      EXPECT_TRUE(absl::StrContains(status.message(), base))
+          << "message does not name " << base << ": " << status;
+      if (file != manifest) {
+        EXPECT_TRUE(absl::StrContains(status.message(), "epoch")) << status;
+      }
+      WriteFileBytes(file, original);
+    }
+  }
+  // A deleted blob and a truncated blob are reported, not crashed on.
+  const std::string kept = ReadFileBytes(delta);
+  WriteFileBytes(delta, kept.substr(0, kept.size() / 2));
+  auto store = HistoryStore::OpenReadOnly(dir);
+  ASSERT_TRUE(store.ok());
+  EXPECT_EQ((*store)->ReadEpoch(1).status().code(), absl::StatusCode::kDataLoss);
+  std::remove(delta.c_str());
+  EXPECT_EQ((*store)->ReadEpoch(1).status().code(), absl::StatusCode::kDataLoss);
+  auto e0 = (*store)->ReadEpoch(0);
+  ASSERT_TRUE(e0.ok());
+  EXPECT_EQ(DiffStates(*e0, truth[0]), "");
+  EXPECT_EQ(ReadFileBytes(manifest), pristine_manifest);
+}
+
+// Manifests that pass the checksum but say impossible things.
+TEST(HistoryStore, MalformedManifestsAreRejected) {
+  const std::string dir = MakeTempDir("malformed");
+  WriteCnnHistory(dir, {}, 2);
+  const std::string path = JoinPath(dir, "MANIFEST");
+  auto good = DecodeManifestFile(ReadFileBytes(path), path);
+  ASSERT_TRUE(good.ok()) << good.status();
+
+  struct Case {
+    std::string what;
+    std::function<void(pb::Manifest*)> edit;
+    std::string expect;
+  };
+  std::vector<Case> cases = {
+      {"path escape", [](pb::Manifest* m) {
+         m->mutable_epochs(0)->set_blob_file("../../etc/passwd");
+       }, "canonical"},
+      {"absolute path", [](pb::Manifest* m) {
+         m->mutable_epochs(1)->set_blob_file("/tmp/epoch-00000001.blob");
+       }, "canonical"},
+      {"descending epochs", [](pb::Manifest* m) {
+         m->mutable_epochs(1)->set_epoch(0);
+       }, "ascending"},
+      {"missing base", [](pb::Manifest* m) {
+         m->mutable_epochs(1)->set_base_epoch(77);
+       }, "base epoch 77"},
+      {"huge blob", [](pb::Manifest* m) {
+         m->mutable_epochs(0)->set_blob_size(uint64_t{1} << 62);
+       }, "out of range"},
+      {"bad keyframe interval", [](pb::Manifest* m) {
+         m->set_keyframe_interval(0);
+       }, "keyframe_interval"},
+      {"bad codec", [](pb::Manifest* m) {
+         m->mutable_epochs(0)->set_codec(static_cast<pb::Codec>(99));
+       }, "codec"},
+      {"wrong version", [](pb::Manifest* m) { m->set_format_version(7); },
+       "format_version"},
+  };
+  for (const Case& c : cases) {
+    pb::Manifest m = *good;
+    c.edit(&m);
+    WriteFileBytes(path, EncodeManifestFile(m));
+    auto store = HistoryStore::OpenReadOnly(dir);
+    EXPECT_FALSE(store.ok()) << c.what;
+    EXPECT_TRUE(absl::StrContains(store.status().message(), c.expect))
+        << c.what << ": " << store.status();
+    EXPECT_TRUE(absl::StrContains(store.status().message(), "MANIFEST"))
+        << c.what << ": " << store.status();
+  }
+  // Framing: bad magic, another format version, a length beyond the file,
+  // random garbage, an empty file.
+  std::string bytes = EncodeManifestFile(*good);
+  std::vector<std::string> framings;
+  framings.push_back("XXXXXXXX" + bytes.substr(8));
+  std::string v = bytes;
+  v[8] = 2;
+  framings.push_back(v);
+  std::string len = bytes;
+  len[19] = 0x7f;
+  framings.push_back(len);
+  framings.push_back(std::string(100, '\x42'));
+  framings.push_back("");
+  for (const std::string& f : framings) {
+    WriteFileBytes(path, f);
+    auto store = HistoryStore::OpenReadOnly(dir);
+    EXPECT_FALSE(store.ok());
+    EXPECT_TRUE(absl::StrContains(store.status().message(), "MANIFEST"))
+        << store.status();
+  }
+  // A corrupt MANIFEST also stops a writer, which must not overwrite it.
+  WriteFileBytes(path, framings[0]);
+  auto writer = HistoryStore::Open(dir, {}, good->model_spec());
+  EXPECT_FALSE(writer.ok());
+  EXPECT_EQ(ReadFileBytes(path), framings[0]);
+}
+
+// Disk full, short writes, failed fsync and a failure between write and
+// rename: the append fails with a clear status and everything committed
+// before stays readable and bit-exact; the store keeps working afterwards.
+TEST(HistoryStore, WriteFaultsLeaveEarlierEpochsIntact) {
+  const std::string dir = MakeTempDir("faults");
+  FaultInjectionEnv env(Env::Default());
+  HistoryOptions options;
+  options.env = &env;
+  torch::nn::Sequential model = SmallCnn(3);
+  auto store = HistoryStore::Open(dir, options, SpecOf(model));
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::vector<NamedTensors> truth;
+  int64_t epoch = 0;
+  auto append_ok = [&] {
+    SimulateEpoch(model, epoch);
+    truth.push_back(StateOf(model));
+    ASSERT_TRUE((*store)->Append(Meta(epoch), StateOf(model)).ok());
+    ++epoch;
+  };
+  append_ok();
+  append_ok();
+
+  struct Fault {
+    std::string name;
+    std::function<void()> arm;
+    absl::StatusCode code;
+  };
+  std::vector<Fault> faults = {
+      {"disk full in blob", [&] { env.SetWriteBudget(100); },
+       absl::StatusCode::kResourceExhausted},
+      {"disk full in manifest",
+       [&] { env.SetWriteBudget(64, "MANIFEST"); },
+       absl::StatusCode::kResourceExhausted},
+      {"short write", [&] { env.SetShortWrites(true); },
+       absl::StatusCode::kDataLoss},
+      {"fsync fails", [&] { env.SetFailSync(true); },
+       absl::StatusCode::kInternal},
+      {"rename fails", [&] { env.SetFailRename(true); },
+       absl::StatusCode::kInternal},
+  };
+  for (const Fault& f : faults) {
+    SimulateEpoch(model, 1000 + epoch);
+    f.arm();
+    absl::Status s = (*store)->Append(Meta(epoch), StateOf(model));
+    env.ClearFaults();
+    EXPECT_EQ(s.code(), f.code) << f.name << ": " << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), absl::StrCat("epoch ", epoch)))
+        << f.name << ": " << s;
+    // Nothing committed before is lost, no temporary file stays behind.
+    auto reader = HistoryStore::OpenReadOnly(dir);
+    ASSERT_TRUE(reader.ok()) << f.name << ": " << reader.status();
+    ASSERT_EQ((*reader)->Epochs().size(), truth.size()) << f.name;
+    EXPECT_TRUE((*reader)->Verify().ok()) << f.name;
+    for (size_t e = 0; e < truth.size(); ++e) {
+      auto st = (*reader)->ReadEpoch(static_cast<int64_t>(e));
+      ASSERT_TRUE(st.ok()) << f.name << ": " << st.status();
+      EXPECT_EQ(DiffStates(*st, truth[e]), "") << f.name;
+    }
+    auto children = Env::Default()->GetChildren(dir);
+    for (const auto& c : *children) {
+      EXPECT_FALSE(absl::EndsWith(c, ".tmp")) << f.name << " left " << c;
+      EXPECT_NE(c, BlobFileName(epoch)) << f.name << " left the blob";
+    }
+    // The same store object keeps working after the fault.
+    append_ok();
+  }
+  EXPECT_EQ((*store)->Epochs().size(), 2 + faults.size());
+}
+
+TEST(HistoryStore, OpenRemovesLeftoversAndRefusesOrphanedBlobs) {
+  const std::string dir = MakeTempDir("leftovers");
+  WriteCnnHistory(dir, {}, 2);
+  WriteFileBytes(JoinPath(dir, "MANIFEST.tmp"), "partial");
+  WriteFileBytes(JoinPath(dir, "epoch-00000002.blob.tmp"), "partial");
+  WriteFileBytes(JoinPath(dir, "epoch-00000005.blob"), "orphan");
+  WriteFileBytes(JoinPath(dir, "notes.txt"), "user file");
+  auto reader = HistoryStore::OpenReadOnly(dir);
+  ASSERT_TRUE(reader.ok());
+  EXPECT_TRUE(Env::Default()->FileExists(JoinPath(dir, "MANIFEST.tmp")))
+      << "readers never delete";
+  reader->reset();
+  torch::nn::Sequential model = SmallCnn(1);
+  auto store = HistoryStore::Open(dir, {}, SpecOf(model));
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_FALSE(Env::Default()->FileExists(JoinPath(dir, "MANIFEST.tmp")));
+  EXPECT_FALSE(Env::Default()->FileExists(JoinPath(dir, "epoch-00000002.blob.tmp")));
+  EXPECT_FALSE(Env::Default()->FileExists(JoinPath(dir, "epoch-00000005.blob")));
+  EXPECT_TRUE(Env::Default()->FileExists(JoinPath(dir, "notes.txt")));
+  EXPECT_TRUE((*store)->Verify().ok());
+  store->reset();
+
+  // Blobs without any MANIFEST: refuse rather than start over on top.
+  const std::string bare = MakeTempDir("bare");
+  WriteFileBytes(JoinPath(bare, "epoch-00000000.blob"), "x");
+  auto s = HistoryStore::Open(bare, {}, SpecOf(model));
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(Env::Default()->FileExists(JoinPath(bare, "epoch-00000000.blob")));
+}
+
+TEST(HistoryStore, IteratorDecodesEachChainOnce) {
+  const std::string dir = MakeTempDir("iter");
+  HistoryOptions options;
+  options.keyframe_interval = 4;
+  std::vector<NamedTensors> truth = WriteCnnHistory(dir, options, 8);
+  auto store = HistoryStore::OpenReadOnly(dir);
+  ASSERT_TRUE(store.ok());
+  // Delete the keyframe of the second chain after reading past it: an
+  // iterator that re-decoded chains from their keyframe would fail.
+  auto it = (*store)->NewIterator();
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(it.Next()) << it.status();
+  EXPECT_EQ(it.entry().epoch(), 4);
+  std::remove(JoinPath(dir, BlobFileName(4)).c_str());
+  while (it.Next()) {
+    EXPECT_EQ(DiffStates(it.state(), truth[it.entry().epoch()]), "");
+  }
+  EXPECT_TRUE(it.status().ok()) << it.status();
+}
+
+TEST(HistoryStore, RejectsBadOptionsAndStates) {
+  const std::string dir = MakeTempDir("badopts");
+  torch::nn::Sequential model = SmallCnn();
+  HistoryOptions options;
+  options.keyframe_interval = 0;
+  EXPECT_EQ(HistoryStore::Open(dir, options, SpecOf(model)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  options = {};
+  options.lossy_delta_bits = 5;
+  EXPECT_EQ(HistoryStore::Open(dir, options, SpecOf(model)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto store = HistoryStore::Open(dir, {}, SpecOf(model));
+  ASSERT_TRUE(store.ok());
+  NamedTensors strided = {{"w", torch::ones({4, 4}).t().slice(0, 0, 4, 2)}};
+  EXPECT_EQ((*store)->Append(Meta(0), strided).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*store)->Append(Meta(-1), StateOf(model)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE((*store)->Epochs().empty());
+}
+
+}  // namespace
+}  // namespace posttrain
