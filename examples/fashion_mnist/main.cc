@@ -51,6 +51,7 @@ bool ParseCodec(const std::string& name, posttrain::pb::Codec* codec) {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines as they come
   torch::set_num_threads(absl::GetFlag(FLAGS_threads));
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   torch::manual_seed(seed);

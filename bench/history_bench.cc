@@ -1,0 +1,209 @@
+// History store benchmark on real trained weights: bytes per epoch of every
+// codec against torch::save of the same model, the lossy codec's error bound
+// and the share of validation predictions it changes, single-thread write and
+// read throughput, and the time and peak memory to load one epoch. Prints
+// JSON.
+//
+//   history_bench --store=runs/fashion_mnist/history
+//
+// The input store is the one the main job leaves (any codec); its epochs are
+// re-encoded with each codec into scratch stores.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "bench/bench_util.h"
+#include "common/model_spec.h"
+#include "common/module_state.h"
+#include "history/store.h"
+#include "robustness/fashion_mnist.h"
+
+#include <torch/torch.h>
+
+ABSL_FLAG(std::string, store, "runs/fashion_mnist/history",
+          "history store written by the main job");
+ABSL_FLAG(std::string, tmp, "/tmp/posttrain_history_bench", "scratch directory");
+ABSL_FLAG(int, repeats, 5, "repetitions of each timing (median reported)");
+ABSL_FLAG(int64_t, validation_size, -1,
+          "validation images for the prediction-change check (-1 = all)");
+ABSL_FLAG(std::string, data_dir, posttrain::kFashionMnistDir,
+          "Fashion-MNIST directory");
+
+namespace {
+
+using namespace posttrain;  // NOLINT: a benchmark driver
+using bench::Median;
+using bench::Seconds;
+
+void Die(const absl::Status& s) {
+  std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
+  std::exit(1);
+}
+
+NamedTensors Clone(const NamedTensors& s) {
+  NamedTensors out;
+  for (const auto& nt : s) out.push_back({nt.name, nt.tensor.clone()});
+  return out;
+}
+
+at::Tensor Predict(torch::nn::Sequential& model, const ImageDataset& d) {
+  torch::NoGradGuard g;
+  model->eval();
+  std::vector<at::Tensor> parts;
+  for (int64_t b = 0; b < d.size(); b += 1000) {
+    parts.push_back(
+        model->forward(d.images.slice(0, b, std::min(d.size(), b + 1000))).argmax(1));
+  }
+  return torch::cat(parts);
+}
+
+struct CodecResult {
+  std::string name;
+  double bytes_per_epoch = 0;
+  double write_mb_s = 0;
+  double read_mb_s = 0;
+  double load_ms = 0;
+  double load_peak_extra_mib = 0;
+  double max_abs_error = 0;
+  double changed_predictions = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  torch::set_num_threads(1);
+  auto source = HistoryStore::OpenReadOnly(absl::GetFlag(FLAGS_store));
+  if (!source.ok()) Die(source.status());
+  const pb::ModelSpec spec = (*source)->model_spec();
+  std::vector<pb::EpochEntry> entries = (*source)->Epochs();
+  std::vector<NamedTensors> states;
+  {
+    auto it = (*source)->NewIterator();
+    while (it.Next()) states.push_back(Clone(it.state()));
+    if (!it.status().ok()) Die(it.status());
+  }
+  if (states.empty()) Die(absl::NotFoundError("the store has no epochs"));
+  uint64_t raw_bytes = 0;
+  for (const auto& nt : states.back()) raw_bytes += nt.tensor.nbytes();
+
+  auto model_or = BuildSequential(spec);
+  if (!model_or.ok()) Die(model_or.status());
+  torch::nn::Sequential model = *model_or;
+  if (auto s = LoadModuleState(states.back(), *model); !s.ok()) Die(s);
+  std::ostringstream saved;
+  torch::save(model, saved);
+  const double torch_save_bytes = static_cast<double>(saved.str().size());
+
+  FashionMnistOptions data_options;
+  data_options.dir = absl::GetFlag(FLAGS_data_dir);
+  data_options.seed = entries.back().seed();
+  data_options.validation_limit = absl::GetFlag(FLAGS_validation_size);
+  data_options.train_limit = 0;
+  data_options.test_limit = 0;
+  auto data = LoadFashionMnist(data_options);
+  if (!data.ok()) Die(data.status());
+  std::vector<at::Tensor> exact_predictions;
+  for (const auto& s : states) {
+    if (auto st = LoadModuleState(s, *model); !st.ok()) Die(st);
+    exact_predictions.push_back(Predict(model, data->validation));
+  }
+
+  const int repeats = absl::GetFlag(FLAGS_repeats);
+  const std::string tmp = absl::GetFlag(FLAGS_tmp);
+  std::vector<CodecResult> results;
+  for (auto [name, codec] : std::vector<std::pair<std::string, pb::Codec>>{
+           {"raw", pb::CODEC_RAW},
+           {"zstd", pb::CODEC_ZSTD},
+           {"delta", pb::CODEC_DELTA},
+           {"lossy", pb::CODEC_LOSSY}}) {
+    CodecResult r;
+    r.name = name;
+    std::vector<double> write_s, read_s, load_s, peak;
+    const std::string dir = JoinPath(tmp, name);
+    for (int rep = 0; rep < repeats; ++rep) {
+      std::filesystem::remove_all(dir);
+      HistoryOptions options;
+      options.codec = codec;
+      options.sync = false;  // codec and file-system cost, not disk flushes
+      auto store = HistoryStore::Open(dir, options, spec);
+      if (!store.ok()) Die(store.status());
+      // Copies made before the clock starts: Append consumes its input.
+      std::vector<NamedTensors> inputs;
+      for (const auto& s : states) inputs.push_back(Clone(s));
+      auto start = std::chrono::steady_clock::now();
+      for (size_t e = 0; e < inputs.size(); ++e) {
+        EpochMetadata meta;
+        meta.epoch = entries[e].epoch();
+        if (auto s = (*store)->Append(meta, std::move(inputs[e])); !s.ok()) Die(s);
+      }
+      write_s.push_back(Seconds(start));
+      start = std::chrono::steady_clock::now();
+      auto it = (*store)->NewIterator();
+      while (it.Next()) {
+      }
+      if (!it.status().ok()) Die(it.status());
+      read_s.push_back(Seconds(start));
+      // Loading the last epoch (the longest chain) into the model.
+      bench::ResetPeakRss();
+      const int64_t base_kib = bench::ProcStatusKiB("VmRSS");
+      start = std::chrono::steady_clock::now();
+      if (auto s = (*store)->LoadEpoch(entries.back().epoch(), *model); !s.ok()) Die(s);
+      load_s.push_back(Seconds(start));
+      peak.push_back((bench::ProcStatusKiB("VmHWM") - base_kib) / 1024.0);
+      if (rep == 0) {
+        uint64_t bytes = 0;
+        for (const auto& e : (*store)->Epochs()) bytes += e.blob_size();
+        r.bytes_per_epoch = static_cast<double>(bytes) / states.size();
+        r.max_abs_error = (*store)->manifest().lossy_max_abs_error();
+        // Predictions of every decoded epoch against the exact weights.
+        int64_t changed = 0, total = 0;
+        auto it2 = (*store)->NewIterator();
+        size_t i = 0;
+        while (it2.Next()) {
+          if (auto s = LoadModuleState(it2.state(), *model); !s.ok()) Die(s);
+          at::Tensor p = Predict(model, data->validation);
+          changed += p.ne(exact_predictions[i++]).sum().item<int64_t>();
+          total += p.size(0);
+        }
+        r.changed_predictions = total ? static_cast<double>(changed) / total : 0;
+      }
+    }
+    const double mb = static_cast<double>(raw_bytes) * states.size() / 1e6;
+    r.write_mb_s = mb / Median(write_s);
+    r.read_mb_s = mb / Median(read_s);
+    r.load_ms = 1e3 * Median(load_s);
+    r.load_peak_extra_mib = Median(peak);
+    results.push_back(r);
+  }
+  std::filesystem::remove_all(tmp);
+
+  std::printf("{\n  \"benchmark\": \"history_store\",\n");
+  std::printf("  \"source_store\": \"%s\", \"epochs\": %zu,\n",
+              absl::GetFlag(FLAGS_store).c_str(), states.size());
+  std::printf("  \"model_fp32_bytes\": %llu, \"torch_save_bytes\": %.0f,\n",
+              static_cast<unsigned long long>(raw_bytes), torch_save_bytes);
+  std::printf("  \"validation_images\": %lld, \"threads\": 1, \"fsync\": false,\n",
+              static_cast<long long>(data->validation.size()));
+  std::printf("  \"codecs\": [\n");
+  for (size_t i = 0; i < results.size(); ++i) {
+    const CodecResult& r = results[i];
+    std::printf(
+        "    {\"codec\": \"%s\", \"bytes_per_epoch\": %.0f, "
+        "\"smaller_than_torch_save\": %.2f, \"write_MB_s\": %.0f, "
+        "\"read_MB_s\": %.0f, \"load_last_epoch_ms\": %.2f, "
+        "\"load_peak_extra_MiB\": %.2f, \"max_abs_error\": %.3g, "
+        "\"changed_validation_predictions\": %.5f}%s\n",
+        r.name.c_str(), r.bytes_per_epoch, torch_save_bytes / r.bytes_per_epoch,
+        r.write_mb_s, r.read_mb_s, r.load_ms, r.load_peak_extra_mib,
+        r.max_abs_error, r.changed_predictions, i + 1 < results.size() ? "," : "");
+  }
+  std::printf("  ]\n}\n");
+  return 0;
+}
