@@ -26,6 +26,11 @@ uint32_t Crc32(absl::string_view data, uint32_t crc) {
   return static_cast<uint32_t>(c);
 }
 
+uint32_t Crc32Combine(uint32_t crc_a, uint32_t crc_b, uint64_t length_b) {
+  return static_cast<uint32_t>(
+      crc32_combine(crc_a, crc_b, static_cast<z_off_t>(length_b)));
+}
+
 namespace {
 
 template <size_t kElem>
@@ -108,6 +113,8 @@ void XorBytes(const uint8_t* a, const uint8_t* b, size_t n, uint8_t* out) {
   for (; i < n; ++i) out[i] = a[i] ^ b[i];
 }
 
+size_t ZstdCompressBound(size_t n) { return ZSTD_compressBound(n); }
+
 absl::Status ZstdCompressAppend(absl::string_view data, int level,
                                 std::string* out) {
   const size_t bound = ZSTD_compressBound(data.size());
@@ -145,9 +152,108 @@ absl::Status ZstdDecompress(absl::string_view frame, uint8_t* out,
   return absl::OkStatus();
 }
 
+double ByteEntropy(const uint8_t* data, size_t n) {
+  if (n == 0) return 0.0;
+  const size_t stride = std::max<size_t>(1, n / 65536);
+  uint32_t counts[256] = {0};
+  size_t total = 0;
+  for (size_t i = 0; i < n; i += stride) {
+    ++counts[data[i]];
+    ++total;
+  }
+  double h = 0.0;
+  for (uint32_t c : counts) {
+    if (c == 0) continue;
+    const double p = static_cast<double>(c) / total;
+    h -= p * std::log2(p);
+  }
+  return h;
+}
+
+size_t CompressPlanesBound(size_t n, size_t elem) {
+  if (elem == 0) elem = 1;
+  return elem * (5 + ZSTD_compressBound(n / elem));
+}
+
+absl::Status CompressPlanes(const uint8_t* data, size_t n, size_t elem,
+                            int level, std::string* scratch, std::string* out) {
+  if (elem == 0 || n % elem != 0) {
+    return absl::InvalidArgumentError("byte count is not a multiple of the element size");
+  }
+  scratch->resize(n);
+  auto* shuffled = reinterpret_cast<uint8_t*>(scratch->data());
+  ShuffleBytes(data, n, elem, shuffled);
+  const size_t plane = n / elem;
+  for (size_t p = 0; p < elem; ++p) {
+    const uint8_t* src = shuffled + p * plane;
+    const size_t header_at = out->size();
+    out->append(5, '\0');
+    uint8_t kind = 0;
+    if (ByteEntropy(src, plane) < kRawPlaneEntropyBits) {
+      kind = 1;
+      absl::Status s = ZstdCompressAppend(
+          absl::string_view(reinterpret_cast<const char*>(src), plane), level,
+          out);
+      if (!s.ok()) return s;
+      // A frame larger than the plane is replaced by the raw plane.
+      if (out->size() - header_at - 5 >= plane) {
+        out->resize(header_at + 5);
+        kind = 0;
+      }
+    }
+    if (kind == 0) out->append(reinterpret_cast<const char*>(src), plane);
+    const uint32_t len = static_cast<uint32_t>(out->size() - header_at - 5);
+    (*out)[header_at] = static_cast<char>(kind);
+    for (int i = 0; i < 4; ++i) {
+      (*out)[header_at + 1 + i] = static_cast<char>((len >> (8 * i)) & 0xff);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecompressPlanes(absl::string_view in, size_t n, size_t elem,
+                              bool xor_into, std::string* scratch,
+                              uint8_t* out) {
+  if (elem == 0 || n % elem != 0) {
+    return absl::DataLossError("byte count is not a multiple of the element size");
+  }
+  scratch->resize(n);
+  auto* shuffled = reinterpret_cast<uint8_t*>(scratch->data());
+  const size_t plane = n / elem;
+  size_t pos = 0;
+  for (size_t p = 0; p < elem; ++p) {
+    if (in.size() - pos < 5) return absl::DataLossError("truncated plane header");
+    const uint8_t kind = static_cast<uint8_t>(in[pos]);
+    uint32_t len = 0;
+    for (int i = 0; i < 4; ++i) {
+      len |= uint32_t{static_cast<uint8_t>(in[pos + 1 + i])} << (8 * i);
+    }
+    pos += 5;
+    if (len > in.size() - pos) return absl::DataLossError("plane exceeds the record");
+    const absl::string_view body = in.substr(pos, len);
+    pos += len;
+    if (kind == 0) {
+      if (len != plane) return absl::DataLossError("raw plane has the wrong size");
+      std::memcpy(shuffled + p * plane, body.data(), plane);
+    } else if (kind == 1) {
+      absl::Status s = ZstdDecompress(body, shuffled + p * plane, plane);
+      if (!s.ok()) return s;
+    } else {
+      return absl::DataLossError("unknown plane kind");
+    }
+  }
+  if (pos != in.size()) return absl::DataLossError("bytes after the last plane");
+  if (xor_into) {
+    UnshuffleXorBytes(shuffled, n, elem, out);
+  } else {
+    UnshuffleBytes(shuffled, n, elem, out);
+  }
+  return absl::OkStatus();
+}
+
 float QuantizeDifference(const float* value, const float* base, size_t count,
                          int bits, uint8_t* q_out) {
-  const int qmax = bits == 8 ? 127 : 32767;
+  const int qmax = (1 << (bits - 1)) - 1;
   float max_abs = 0.0f;
   for (size_t i = 0; i < count; ++i) {
     const float d = value[i] - (base ? base[i] : 0.0f);
@@ -163,7 +269,7 @@ float QuantizeDifference(const float* value, const float* base, size_t count,
     const float d = value[i] - (base ? base[i] : 0.0f);
     float r = std::nearbyint(d * inv);
     r = std::min(std::max(r, static_cast<float>(-qmax)), static_cast<float>(qmax));
-    if (bits == 8) {
+    if (bits <= 8) {
       const int8_t q = static_cast<int8_t>(r);
       std::memcpy(q_out + i, &q, 1);
     } else {
@@ -178,7 +284,7 @@ void Dequantize(const uint8_t* q, const float* base, size_t count, int bits,
                 float scale, float* recon) {
   for (size_t i = 0; i < count; ++i) {
     float qv;
-    if (bits == 8) {
+    if (bits <= 8) {
       int8_t v;
       std::memcpy(&v, q + i, 1);
       qv = static_cast<float>(v);

@@ -24,6 +24,12 @@ namespace posttrain {
 // CRC-32 (zlib polynomial) of `data`, continuing from `crc` (0 to start).
 uint32_t Crc32(absl::string_view data, uint32_t crc = 0);
 
+// CRC-32 of A followed by B, from crc(A), crc(B) and B's length.
+uint32_t Crc32Combine(uint32_t crc_a, uint32_t crc_b, uint64_t length_b);
+
+// Bytes per quantized value for `bits` in [2, 16]: 1 up to 8 bits, else 2.
+inline size_t QuantBytes(int bits) { return bits <= 8 ? 1 : 2; }
+
 // Groups byte j of every element together: out[j * count + i] = in[i * elem
 // + j], count = n / elem. Compressors see the slowly varying sign/exponent
 // bytes of floats in one run. REQUIRES: n % elem == 0; in and out distinct.
@@ -38,6 +44,9 @@ void UnshuffleXorBytes(const uint8_t* in, size_t n, size_t elem,
 // out[i] = a[i] ^ b[i] for i < n. `out` may alias `a` or `b`.
 void XorBytes(const uint8_t* a, const uint8_t* b, size_t n, uint8_t* out);
 
+// Largest size of a zstd frame of `n` bytes.
+size_t ZstdCompressBound(size_t n);
+
 // Appends a zstd frame of `data` (content size recorded) to `*out`.
 absl::Status ZstdCompressAppend(absl::string_view data, int level,
                                 std::string* out);
@@ -46,9 +55,31 @@ absl::Status ZstdCompressAppend(absl::string_view data, int level,
 absl::Status ZstdDecompress(absl::string_view frame, uint8_t* out,
                             size_t out_size);
 
+// Byte-plane compression of `n` bytes of `elem`-byte elements, as stored
+// in blobs: the bytes are shuffled (ShuffleBytes), and each of the `elem`
+// planes (n / elem bytes) is stored raw when its byte entropy is above
+// kRawPlaneEntropyBits (the random low mantissa bytes of floats, where zstd
+// would spend time to save nothing) and as a zstd frame otherwise. Layout,
+// plane after plane: u8 kind (0 raw, 1 zstd), u32 little-endian length,
+// that many bytes. Appends to `*out`; `scratch` holds the shuffled bytes.
+inline constexpr double kRawPlaneEntropyBits = 7.5;
+absl::Status CompressPlanes(const uint8_t* data, size_t n, size_t elem,
+                            int level, std::string* scratch, std::string* out);
+// Largest output of CompressPlanes for `n` bytes of `elem`-byte elements.
+size_t CompressPlanesBound(size_t n, size_t elem);
+// Inverse of CompressPlanes: writes the n unshuffled bytes to `out`, or XORs
+// them into `out` when `xor_into` is set. `scratch` holds the shuffled
+// bytes. DataLoss when `in` is not exactly a valid plane sequence.
+absl::Status DecompressPlanes(absl::string_view in, size_t n, size_t elem,
+                              bool xor_into, std::string* scratch, uint8_t* out);
+
+// Shannon entropy, in bits per byte, of the byte histogram of `data` (a
+// strided sample of at most 64 KiB).
+double ByteEntropy(const uint8_t* data, size_t n);
+
 // Scalar quantization of a float32 difference. With d = value - base and
 // scale = max|d| / qmax (qmax = 2^(bits-1) - 1), q = round(d / scale).
-// Writes q as int8 (bits = 8) or int16 (bits = 16) little-endian to `q_out`
+// Writes q as int8 (bits <= 8) or int16 (bits > 8) little-endian to `q_out`
 // and returns scale. Returns a negative number (and nothing usable in q_out)
 // when the differences cannot be quantized: non-finite, or so small that the
 // scale would be subnormal.

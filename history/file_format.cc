@@ -195,6 +195,7 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
                                        const NamedTensors* base,
                                        int64_t base_epoch,
                                        const BlobEncodeOptions& options,
+                                       BlobBuffers* buffers,
                                        NamedTensors* reconstruction) {
   EncodedBlob blob;
   pb::BlobHeader& header = blob.header;
@@ -207,12 +208,27 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
   }
   const bool lossy = options.codec == pb::CODEC_LOSSY;
   for (int bits : {options.lossy_keyframe_bits, options.lossy_delta_bits}) {
-    if (lossy && bits != 8 && bits != 16) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("lossy quantization bits must be 8 or 16, got ", bits));
+    if (lossy && (bits < 2 || bits > 16)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "lossy quantization bits must be in [2, 16], got ", bits));
     }
   }
-  std::string payload, scratch, scratch2;
+  BlobBuffers local;
+  if (buffers == nullptr) buffers = &local;
+  std::string& payload = buffers->payload;
+  std::string& scratch = buffers->scratch;
+  std::string& scratch2 = buffers->scratch2;
+  // Room for the worst case up front: records are compressed straight into
+  // the payload, which then never reallocates.
+  size_t capacity = 0;
+  for (const NamedTensor& nt : state) {
+    if (nt.tensor.defined()) {
+      capacity += CompressPlanesBound(nt.tensor.nbytes(), nt.tensor.element_size());
+    }
+  }
+  payload.clear();
+  payload.reserve(capacity);
+  uint32_t payload_crc = 0;
   NamedTensors recon;
   for (NamedTensor& nt : state) {
     const at::Tensor& t = nt.tensor;
@@ -248,6 +264,7 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
     // stored losslessly (XOR against the base, or whole).
     const bool quantize =
         lossy && info->dtype == pb::DTYPE_FLOAT32 &&
+        t.numel() >= options.lossy_min_elements &&
         AllFinite(reinterpret_cast<const float*>(src), n / 4) &&
         (b == nullptr ||
          AllFinite(reinterpret_cast<const float*>(Bytes(*b)), n / 4));
@@ -258,7 +275,7 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
       float scale = -1.0f;
       const int bits = b ? options.lossy_delta_bits : options.lossy_keyframe_bits;
       const size_t count = n / 4;
-      const size_t qbytes = count * (bits / 8);
+      const size_t qbytes = count * QuantBytes(bits);
       const float* basef =
           b ? reinterpret_cast<const float*>(Bytes(*b)) : nullptr;
       if (quantize) {
@@ -274,11 +291,9 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
                    count, bits, scale, rf);
         const double err =
             MaxAbsDifference(reinterpret_cast<const float*>(src), rf, count);
-        scratch2.resize(qbytes);
-        ShuffleBytes(reinterpret_cast<const uint8_t*>(scratch.data()), qbytes,
-                     bits / 8, reinterpret_cast<uint8_t*>(scratch2.data()));
-        PT_RETURN_IF_ERROR(
-            ZstdCompressAppend(scratch2, options.zstd_level, &payload));
+        PT_RETURN_IF_ERROR(CompressPlanes(
+            reinterpret_cast<const uint8_t*>(scratch.data()), qbytes,
+            QuantBytes(bits), options.zstd_level, &scratch2, &payload));
         r->set_encoding(pb::ENCODING_QUANT_ZSTD);
         r->set_scale(scale);
         r->set_quant_bits(bits);
@@ -286,25 +301,25 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
         r->set_max_abs_error(err);
         blob.max_abs_error = std::max(blob.max_abs_error, err);
       } else {
-        scratch.resize(n);
+        const uint8_t* plain = src;
         if (b && options.codec != pb::CODEC_ZSTD) {
           r->set_encoding(pb::ENCODING_XOR_SHUFFLE_ZSTD);
           scratch2.resize(n);
           XorBytes(src, Bytes(*b), n,
                    reinterpret_cast<uint8_t*>(scratch2.data()));
-          ShuffleBytes(reinterpret_cast<const uint8_t*>(scratch2.data()), n,
-                       info->size, reinterpret_cast<uint8_t*>(scratch.data()));
+          plain = reinterpret_cast<const uint8_t*>(scratch2.data());
         } else {
           r->set_encoding(pb::ENCODING_SHUFFLE_ZSTD);
-          ShuffleBytes(src, n, info->size,
-                       reinterpret_cast<uint8_t*>(scratch.data()));
         }
-        PT_RETURN_IF_ERROR(
-            ZstdCompressAppend(scratch, options.zstd_level, &payload));
+        PT_RETURN_IF_ERROR(CompressPlanes(plain, n, info->size,
+                                          options.zstd_level, &scratch,
+                                          &payload));
       }
     }
-    r->set_stored_size(payload.size() - before);
+    const uint64_t stored = payload.size() - before;
+    r->set_stored_size(stored);
     r->set_crc32(Crc32(absl::string_view(payload).substr(before)));
+    payload_crc = Crc32Combine(payload_crc, r->crc32(), stored);
     recon.push_back({nt.name, std::move(recon_t)});
   }
   header.set_payload_size(payload.size());
@@ -316,12 +331,13 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
         "epoch ", epoch, ": the state is too large for one blob (header ",
         hbytes.size(), " bytes, payload ", payload.size(), " bytes)"));
   }
-  blob.bytes.reserve(kBlobPrefix + hbytes.size() + payload.size());
-  blob.bytes.assign(kBlobMagic, 8);
-  PutU32(&blob.bytes, static_cast<uint32_t>(hbytes.size()));
-  PutU32(&blob.bytes, Crc32(hbytes));
-  blob.bytes += hbytes;
-  blob.bytes += payload;
+  blob.head.assign(kBlobMagic, 8);
+  PutU32(&blob.head, static_cast<uint32_t>(hbytes.size()));
+  PutU32(&blob.head, Crc32(hbytes));
+  blob.head += hbytes;
+  blob.payload = payload;
+  blob.size = blob.head.size() + payload.size();
+  blob.crc32 = Crc32Combine(Crc32(blob.head), payload_crc, payload.size());
   if (reconstruction) *reconstruction = std::move(recon);
   return blob;
 }
@@ -393,7 +409,7 @@ absl::StatusOr<pb::BlobHeader> ParseBlobHeader(absl::string_view bytes,
         break;
       case pb::ENCODING_QUANT_ZSTD:
         if (r.dtype() != pb::DTYPE_FLOAT32 ||
-            (r.quant_bits() != 8 && r.quant_bits() != 16) ||
+            r.quant_bits() < 2 || r.quant_bits() > 16 ||
             !(r.scale() >= 0.0) || !std::isfinite(r.scale())) {
           return BlobError(file_name, epoch, where + "invalid quantized record");
         }
@@ -456,33 +472,20 @@ absl::Status DecodeBlob(absl::string_view bytes, const pb::BlobHeader& header,
           std::memcpy(dst, stored.data(), n);
           break;
         case pb::ENCODING_SHUFFLE_ZSTD:
-          scratch.resize(n);
-          s = ZstdDecompress(stored, reinterpret_cast<uint8_t*>(scratch.data()), n);
-          if (s.ok()) {
-            UnshuffleBytes(reinterpret_cast<const uint8_t*>(scratch.data()), n,
-                           info->size, dst);
-          }
-          break;
         case pb::ENCODING_XOR_SHUFFLE_ZSTD:
-          scratch.resize(n);
-          s = ZstdDecompress(stored, reinterpret_cast<uint8_t*>(scratch.data()), n);
-          if (s.ok()) {
-            UnshuffleXorBytes(reinterpret_cast<const uint8_t*>(scratch.data()),
-                              n, info->size, dst);
-          }
+          s = DecompressPlanes(stored, n, info->size,
+                               r.encoding() == pb::ENCODING_XOR_SHUFFLE_ZSTD,
+                               &scratch, dst);
           break;
         case pb::ENCODING_QUANT_ZSTD: {
           const int bits = static_cast<int>(r.quant_bits());
           const size_t count = n / 4;
-          const size_t qbytes = count * (bits / 8);
-          scratch.resize(qbytes);
+          const size_t qbytes = count * QuantBytes(bits);
           scratch2.resize(qbytes);
-          s = ZstdDecompress(stored, reinterpret_cast<uint8_t*>(scratch.data()),
-                             qbytes);
+          s = DecompressPlanes(stored, qbytes, QuantBytes(bits), false,
+                               &scratch,
+                               reinterpret_cast<uint8_t*>(scratch2.data()));
           if (s.ok()) {
-            UnshuffleBytes(reinterpret_cast<const uint8_t*>(scratch.data()),
-                           qbytes, bits / 8,
-                           reinterpret_cast<uint8_t*>(scratch2.data()));
             float* f = reinterpret_cast<float*>(dst);
             Dequantize(reinterpret_cast<const uint8_t*>(scratch2.data()),
                        r.relative_to_base() ? f : nullptr, count, bits,

@@ -45,12 +45,25 @@ absl::StatusOr<pb::Manifest> DecodeManifestFile(absl::string_view bytes,
 struct BlobEncodeOptions {
   pb::Codec codec = pb::CODEC_DELTA;
   int zstd_level = 1;
-  int lossy_keyframe_bits = 16;  // 8 or 16
-  int lossy_delta_bits = 8;      // 8 or 16
+  int lossy_keyframe_bits = 8;  // in [2, 16]
+  int lossy_delta_bits = 6;     // in [2, 16]
+  // Lossy: tensors with fewer elements (biases, BatchNorm statistics) are
+  // stored losslessly; they cost little and a model is most sensitive there.
+  int64_t lossy_min_elements = 1024;
 };
 
+// Working memory of EncodeBlob. A writer keeps one and passes it to every
+// call, so large buffers are reused instead of faulted in afresh.
+struct BlobBuffers {
+  std::string scratch, scratch2, payload;
+};
+
+// A blob file is `head` followed by `payload`.
 struct EncodedBlob {
-  std::string bytes;          // the whole file
+  std::string head;            // magic, lengths, header CRC, header
+  absl::string_view payload;   // points into BlobBuffers::payload
+  uint64_t size = 0;           // head + payload
+  uint32_t crc32 = 0;          // of the whole file
   pb::BlobHeader header;
   double max_abs_error = 0;   // lossy: largest |true - stored| of any value
   uint64_t raw_bytes = 0;
@@ -62,11 +75,13 @@ struct EncodedBlob {
 // same-shaped, same-dtype base is stored whole. With base == nullptr the
 // blob is a keyframe. On return `*reconstruction` holds what a reader will
 // decode: `state` itself for lossless codecs (moved in), the dequantized
-// values for lossy.
+// values for lossy. `buffers` may be null (temporary buffers are used); the
+// result's payload points into it.
 absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
                                        const NamedTensors* base,
                                        int64_t base_epoch,
                                        const BlobEncodeOptions& options,
+                                       BlobBuffers* buffers,
                                        NamedTensors* reconstruction);
 
 // Parses and validates the framing and header of a blob file: magic, header

@@ -35,9 +35,9 @@ absl::Status CheckOptions(const HistoryOptions& o) {
         "HistoryOptions.keyframe_interval must be in [1, 65536]");
   }
   for (int bits : {o.lossy_keyframe_bits, o.lossy_delta_bits}) {
-    if (bits != 8 && bits != 16) {
+    if (bits < 2 || bits > 16) {
       return absl::InvalidArgumentError(
-          "HistoryOptions lossy bits must be 8 or 16");
+          "HistoryOptions lossy bits must be in [2, 16]");
     }
   }
   return absl::OkStatus();
@@ -140,14 +140,14 @@ absl::Status HistoryStore::LoadManifest() {
   return absl::OkStatus();
 }
 
-absl::Status HistoryStore::WriteFileAtomically(const std::string& name,
-                                               absl::string_view bytes) {
+absl::Status HistoryStore::WriteFileAtomically(
+    const std::string& name, std::initializer_list<absl::string_view> parts) {
   const std::string path = JoinPath(dir_, name);
   const std::string tmp = path + kTmpSuffix;
   absl::Status s = [&]() -> absl::Status {
     PT_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f,
                         env_->NewWritableFile(tmp));
-    PT_RETURN_IF_ERROR(f->Append(bytes));
+    for (absl::string_view part : parts) PT_RETURN_IF_ERROR(f->Append(part));
     if (options_.sync) PT_RETURN_IF_ERROR(f->Sync());
     PT_RETURN_IF_ERROR(f->Close());
     return env_->RenameFile(tmp, path);
@@ -161,7 +161,7 @@ absl::Status HistoryStore::WriteFileAtomically(const std::string& name,
 
 absl::Status HistoryStore::CommitManifest(const pb::Manifest& manifest) {
   PT_RETURN_IF_ERROR(
-      WriteFileAtomically(kManifestName, EncodeManifestFile(manifest)));
+      WriteFileAtomically(kManifestName, {EncodeManifestFile(manifest)}));
   if (options_.sync) PT_RETURN_IF_ERROR(env_->SyncDir(dir_));
   return absl::OkStatus();
 }
@@ -214,13 +214,15 @@ absl::Status HistoryStore::Append(const EpochMetadata& meta,
   enc.zstd_level = options_.zstd_level;
   enc.lossy_keyframe_bits = options_.lossy_keyframe_bits;
   enc.lossy_delta_bits = options_.lossy_delta_bits;
+  enc.lossy_min_elements = options_.lossy_min_elements;
   NamedTensors recon;
   PT_ASSIGN_OR_RETURN(
       EncodedBlob blob,
       EncodeBlob(meta.epoch, std::move(state), use_base ? &base_state_ : nullptr,
-                 base_epoch_, enc, chained ? &recon : nullptr));
+                 base_epoch_, enc, &buffers_, chained ? &recon : nullptr));
   const std::string blob_name = BlobFileName(meta.epoch);
-  absl::Status written = WriteFileAtomically(blob_name, blob.bytes);
+  absl::Status written =
+      WriteFileAtomically(blob_name, {blob.head, blob.payload});
   // The blob's rename must be durable before the MANIFEST that names it.
   if (written.ok() && options_.sync) written = env_->SyncDir(dir_);
   if (!written.ok()) {
@@ -236,8 +238,8 @@ absl::Status HistoryStore::Append(const EpochMetadata& meta,
   e->set_wall_time(meta.wall_time != 0 ? meta.wall_time : NowSeconds());
   e->set_seed(meta.seed);
   e->set_blob_file(blob_name);
-  e->set_blob_size(blob.bytes.size());
-  e->set_blob_crc32(Crc32(blob.bytes));
+  e->set_blob_size(blob.size);
+  e->set_blob_crc32(blob.crc32);
   e->set_codec(options_.codec);
   e->set_base_epoch(use_base ? last->epoch() : -1);
   e->set_chain_depth(use_base ? last->chain_depth() + 1 : 0);
@@ -284,7 +286,7 @@ absl::Status HistoryStore::Append(const EpochMetadata& meta,
         "history store '", dir_, "': the manifest would exceed ",
         kMaxManifestBytes, " bytes; use a retention policy"));
   }
-  absl::Status committed = WriteFileAtomically(kManifestName, manifest_bytes);
+  absl::Status committed = WriteFileAtomically(kManifestName, {manifest_bytes});
   if (!committed.ok()) {
     // The old MANIFEST is still in place; the new blob is an orphan.
     env_->RemoveFile(JoinPath(dir_, blob_name)).IgnoreError();

@@ -26,6 +26,7 @@
 #define POSTTRAIN_HISTORY_STORE_H_
 
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -55,9 +56,12 @@ struct HistoryOptions {
   uint32_t keyframe_interval = 8;
   // zstd level of the zstd, delta and lossy codecs (1 = fastest).
   int zstd_level = 1;
-  // Lossy codec: bits per quantized value in keyframes and in deltas (8 or 16).
-  int lossy_keyframe_bits = 16;
-  int lossy_delta_bits = 8;
+  // Lossy codec: bits per quantized value in keyframes and in deltas, in
+  // [2, 16]. The defaults meet docs/BENCHMARKS.md's targets on the example.
+  int lossy_keyframe_bits = 8;
+  int lossy_delta_bits = 6;
+  // Lossy codec: tensors with fewer elements are stored losslessly.
+  int64_t lossy_min_elements = 1024;
   // Which epochs stay readable.
   RetentionPolicy retention = RetentionPolicy::KeepAll();
   // fsync files and the directory at every commit. Only tests of speed turn
@@ -161,8 +165,10 @@ class HistoryStore {
   absl::Status LoadManifest();
   absl::Status CommitManifest(const pb::Manifest& manifest);
   absl::Status RemoveLeftovers();
-  absl::Status WriteFileAtomically(const std::string& name,
-                                   absl::string_view bytes);
+  // Writes the concatenation of `parts` to `name` via a temporary file,
+  // fsync and rename.
+  absl::Status WriteFileAtomically(
+      const std::string& name, std::initializer_list<absl::string_view> parts);
   // Decodes `target` onto `*state`, which holds the reconstruction of
   // `decoded` (-1: nothing); reads only the blobs of the chain after it.
   absl::Status DecodeChain(const pb::Manifest& m, int64_t target,
@@ -182,6 +188,7 @@ class HistoryStore {
   // the next delta; empty after a restart (the next blob is a keyframe).
   NamedTensors base_state_;
   int64_t base_epoch_ = -1;
+  BlobBuffers buffers_;  // reused by every Append
 };
 
 }  // namespace posttrain

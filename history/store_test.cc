@@ -555,7 +555,7 @@ TEST(HistoryStore, RejectsBadOptionsAndStates) {
   EXPECT_EQ(HistoryStore::Open(dir, options, SpecOf(model)).status().code(),
             absl::StatusCode::kInvalidArgument);
   options = {};
-  options.lossy_delta_bits = 5;
+  options.lossy_delta_bits = 17;
   EXPECT_EQ(HistoryStore::Open(dir, options, SpecOf(model)).status().code(),
             absl::StatusCode::kInvalidArgument);
   auto store = HistoryStore::Open(dir, {}, SpecOf(model));
