@@ -43,6 +43,8 @@ ABSL_FLAG(int, lossy_delta_bits, posttrain::HistoryOptions().lossy_delta_bits,
           "lossy codec: bits of delta values");
 ABSL_FLAG(int64_t, lossy_min_elements, posttrain::HistoryOptions().lossy_min_elements,
           "lossy codec: smaller tensors are stored losslessly");
+ABSL_FLAG(int, zstd_level, posttrain::HistoryOptions().zstd_level,
+          "zstd level of every codec");
 ABSL_FLAG(std::string, measure_load, "",
           "internal: load the last epoch of this store in a fresh process and "
           "print its time and peak memory");
@@ -187,6 +189,7 @@ int main(int argc, char** argv) {
       options.lossy_keyframe_bits = absl::GetFlag(FLAGS_lossy_keyframe_bits);
       options.lossy_delta_bits = absl::GetFlag(FLAGS_lossy_delta_bits);
       options.lossy_min_elements = absl::GetFlag(FLAGS_lossy_min_elements);
+      options.zstd_level = absl::GetFlag(FLAGS_zstd_level);
       auto store = HistoryStore::Open(dir, options, spec);
       if (!store.ok()) Die(store.status());
       // Copies made before the clock starts: Append consumes its input.

@@ -45,7 +45,7 @@ absl::StatusOr<pb::Manifest> DecodeManifestFile(absl::string_view bytes,
 struct BlobEncodeOptions {
   pb::Codec codec = pb::CODEC_DELTA;
   int zstd_level = 1;
-  int lossy_keyframe_bits = 8;  // in [2, 16]
+  int lossy_keyframe_bits = 7;  // in [2, 16]
   int lossy_delta_bits = 6;     // in [2, 16]
   // Lossy: tensors with fewer elements (biases, BatchNorm statistics) are
   // stored losslessly; they cost little and a model is most sensitive there.

@@ -58,7 +58,7 @@ struct HistoryOptions {
   int zstd_level = 1;
   // Lossy codec: bits per quantized value in keyframes and in deltas, in
   // [2, 16]. The defaults meet docs/BENCHMARKS.md's targets on the example.
-  int lossy_keyframe_bits = 8;
+  int lossy_keyframe_bits = 7;
   int lossy_delta_bits = 6;
   // Lossy codec: tensors with fewer elements are stored losslessly.
   int64_t lossy_min_elements = 1024;
