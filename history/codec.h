@@ -74,7 +74,7 @@ absl::Status DecompressPlanes(absl::string_view in, size_t n, size_t elem,
                               bool xor_into, std::string* scratch, uint8_t* out);
 
 // Shannon entropy, in bits per byte, of the byte histogram of `data` (a
-// strided sample of at most 64 KiB).
+// strided sample of at most 16 KiB).
 double ByteEntropy(const uint8_t* data, size_t n);
 
 // Scalar quantization of a float32 difference. With d = value - base and
