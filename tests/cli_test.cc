@@ -39,6 +39,7 @@ TEST(Cli, ListsVerifiesAndReportsDamage) {
   l->set_kind(pb::LayerSpec::LINEAR);
   l->set_in_features(64);
   l->set_out_features(10);
+  l->set_bias(true);
   {
     auto store = HistoryStore::Open(dir, {}, spec);
     ASSERT_TRUE(store.ok());
