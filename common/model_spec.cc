@@ -1,6 +1,7 @@
 #include "common/model_spec.h"
 
 #include <memory>
+#include <variant>
 #include <string>
 #include <vector>
 
@@ -17,12 +18,23 @@
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/pooling.h>
+#include <torch/version.h>
 
 namespace posttrain {
 namespace {
 
 namespace nn = torch::nn;
 using pb::LayerSpec;
+
+// LibTorch 1.13 (Debian) has its own c10::variant; 2.x uses std::variant.
+template <typename T, typename V>
+const T* VariantGet(const V& v) {
+#if TORCH_VERSION_MAJOR >= 2
+  return std::get_if<T>(&v);
+#else
+  return c10::get_if<T>(&v);
+#endif
+}
 
 template <size_t D>
 void SetPair(const torch::ExpandingArray<D>& a,
@@ -53,7 +65,7 @@ absl::Status DescribeInto(const nn::SequentialImpl& seq,
       l->set_bias(lin->options.bias());
     } else if (auto* conv = dynamic_cast<const nn::Conv2dImpl*>(m)) {
       const auto& o = conv->options;
-      if (!c10::get_if<torch::enumtype::kZeros>(&o.padding_mode())) {
+      if (!VariantGet<torch::enumtype::kZeros>(o.padding_mode())) {
         return absl::InvalidArgumentError(absl::StrCat(
             "layer '", path, "' (Conv2d): only padding_mode=zeros is supported"));
       }
@@ -65,9 +77,9 @@ absl::Status DescribeInto(const nn::SequentialImpl& seq,
       SetPair<2>(o.kernel_size(), l->mutable_kernel_size());
       SetPair<2>(o.stride(), l->mutable_stride());
       SetPair<2>(o.dilation(), l->mutable_dilation());
-      if (auto* pad = c10::get_if<torch::ExpandingArray<2>>(&o.padding())) {
+      if (auto* pad = VariantGet<torch::ExpandingArray<2>>(o.padding())) {
         SetPair<2>(*pad, l->mutable_padding());
-      } else if (c10::get_if<torch::enumtype::kSame>(&o.padding())) {
+      } else if (VariantGet<torch::enumtype::kSame>(o.padding())) {
         l->set_padding_same(true);
       } else {  // kValid
         l->add_padding(0);

@@ -152,6 +152,27 @@ TEST(HistoryRecorder, SyncModeReturnsTheErrorAtOnce) {
   EXPECT_EQ(recorder.OnTrainEnd().code(), absl::StatusCode::kDataLoss);
 }
 
+// A model trained on a GPU is snapshotted to CPU tensors and loads back onto
+// the GPU bit for bit.
+TEST(HistoryRecorder, SnapshotsAndLoadsCudaModels) {
+  if (!torch::cuda::is_available()) {
+    GTEST_SKIP() << "needs a CUDA build of LibTorch and a GPU (run on the "
+                    "device machine; Debian's LibTorch is CPU-only)";
+  }
+  const std::string dir = MakeTempDir("cuda");
+  torch::nn::Sequential model = SmallCnn(5);
+  model->to(torch::kCUDA);
+  HistoryRecorder recorder(model, dir);
+  ASSERT_TRUE(recorder.OnTrainBegin().ok());
+  auto truth = RunLoop(recorder, model, 0, 2, 2);
+  ASSERT_TRUE(recorder.OnTrainEnd().ok());
+  torch::nn::Sequential loaded = SmallCnn(6);
+  loaded->to(torch::kCUDA);
+  ASSERT_TRUE(recorder.store()->LoadEpoch(1, *loaded).ok());
+  EXPECT_TRUE(loaded->parameters()[0].is_cuda());
+  EXPECT_EQ(DiffStates(StateOf(loaded), truth[1]), "");
+}
+
 TEST(HistoryRecorder, UnsupportedModelAndNonWriterRanks) {
   const std::string dir = MakeTempDir("unsupported");
   torch::nn::Sequential model(torch::nn::Linear(2, 2), torch::nn::Softmax(1));

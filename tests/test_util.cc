@@ -34,11 +34,11 @@ void SimulateEpoch(torch::nn::Sequential& model, uint64_t seed) {
   torch::NoGradGuard no_grad;
   auto gen = at::detail::createCPUGenerator(seed);
   for (auto& p : model->parameters()) {
-    p.add_(torch::randn(p.sizes(), gen) * 1e-3);
+    p.add_((torch::randn(p.sizes(), gen) * 1e-3).to(p.device()));
   }
   for (auto& b : model->buffers()) {
     if (b.is_floating_point()) {
-      b.mul_(0.9).add_(torch::rand(b.sizes(), gen) * 0.1);
+      b.mul_(0.9).add_((torch::rand(b.sizes(), gen) * 0.1).to(b.device()));
     } else {
       b.add_(7);
     }
