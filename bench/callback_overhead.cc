@@ -8,6 +8,8 @@
 // overhead by at most that much per pair. Prints JSON.
 //
 //   callback_overhead --train_size=6000 --pairs=12 --threads=2
+#include <torch/torch.h>
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -23,10 +25,9 @@
 #include "hooks/history_recorder.h"
 #include "robustness/fashion_mnist.h"
 
-#include <torch/torch.h>
-
 ABSL_FLAG(int64_t, train_size, 6000, "training images per epoch");
-ABSL_FLAG(int, pairs, 12, "alternating (without, with) epoch pairs, after one warm-up pair");
+ABSL_FLAG(int, pairs, 12,
+          "alternating (without, with) epoch pairs, after one warm-up pair");
 ABSL_FLAG(int, threads, 2, "LibTorch intra-op threads");
 ABSL_FLAG(std::string, codec, "delta", "codec: zstd|delta|lossy|raw");
 ABSL_FLAG(std::string, tmp, "/tmp/posttrain_callback_overhead",
@@ -69,7 +70,8 @@ int main(int argc, char** argv) {
   std::filesystem::remove_all(dir);
   torch::manual_seed(1);
   torch::nn::Sequential model = fmnist::MakeCnn();
-  torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(1e-3));
+  torch::optim::Adam optimizer(model->parameters(),
+                               torch::optim::AdamOptions(1e-3));
   posttrain::HistoryRecorderOptions options;
   options.store.codec = CodecFromName(absl::GetFlag(FLAGS_codec));
   posttrain::HistoryRecorder recorder(model, dir, options);
@@ -80,15 +82,16 @@ int main(int argc, char** argv) {
   for (int epoch = 0; epoch < epochs; ++epoch) {
     const bool active = epoch % 2 == 1;
     const auto start = std::chrono::steady_clock::now();
-    fmnist::TrainEpoch(model, optimizer, data->train, 128, 100 + epoch,
-                       [&](const at::Tensor& x, const at::Tensor& y,
-                           const at::Tensor& logits, double loss) {
-                         if (active) {
-                           const auto t = std::chrono::steady_clock::now();
-                           recorder.OnBatchEnd({x, y, logits, loss}).IgnoreError();
-                           if (epoch >= 2) in_loop_s += Seconds(t);
-                         }
-                       });
+    fmnist::TrainEpoch(
+        model, optimizer, data->train, 128, 100 + epoch,
+        [&](const at::Tensor& x, const at::Tensor& y, const at::Tensor& logits,
+            double loss) {
+          if (active) {
+            const auto t = std::chrono::steady_clock::now();
+            recorder.OnBatchEnd({x, y, logits, loss}).IgnoreError();
+            if (epoch >= 2) in_loop_s += Seconds(t);
+          }
+        });
     if (active) {
       const auto t = std::chrono::steady_clock::now();
       if (!recorder.OnEpochEnd(epoch, {}).ok()) return 1;
@@ -107,7 +110,8 @@ int main(int argc, char** argv) {
   {
     std::filesystem::remove_all(dir + "-sync");
     auto spec = posttrain::DescribeSequential(model);
-    auto store = posttrain::HistoryStore::Open(dir + "-sync", options.store, *spec);
+    auto store =
+        posttrain::HistoryStore::Open(dir + "-sync", options.store, *spec);
     if (!store.ok()) return 1;
     for (int e = 0; e < 8; ++e) {
       auto state = posttrain::CopyModuleState(*model);
@@ -136,10 +140,12 @@ int main(int argc, char** argv) {
   std::printf("  \"final_flush_s\": %.4f,\n", flush_s);
   std::printf("  \"median_without_s\": %.3f, \"median_with_s\": %.3f,\n", a, b);
   std::printf("  \"overhead_percent_median\": %.2f,\n", 100.0 * (b / a - 1.0));
-  std::printf("  \"overhead_percent_total\": %.2f,\n", 100.0 * (sum_b / sum_a - 1.0));
+  std::printf("  \"overhead_percent_total\": %.2f,\n",
+              100.0 * (sum_b / sum_a - 1.0));
   const double per_epoch_in_loop = in_loop_s / with.size();
-  std::printf("  \"in_loop_s_per_epoch\": %.5f, \"writer_s_per_epoch\": %.5f,\n",
-              per_epoch_in_loop, Median(writer_s));
+  std::printf(
+      "  \"in_loop_s_per_epoch\": %.5f, \"writer_s_per_epoch\": %.5f,\n",
+      per_epoch_in_loop, Median(writer_s));
   std::printf("  \"overhead_percent_bound\": %.3f,\n",
               100.0 * (per_epoch_in_loop + Median(writer_s)) / a);
   std::printf("  \"target_percent\": 2.0\n}\n");

@@ -8,6 +8,8 @@
 //
 // The input store is the one the main job leaves (any codec); its epochs are
 // re-encoded with each codec into scratch stores.
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -27,22 +29,23 @@
 #include "history/store.h"
 #include "robustness/fashion_mnist.h"
 
-#include <torch/torch.h>
-
 ABSL_FLAG(std::string, store, "runs/fashion_mnist/history",
           "history store written by the main job");
-ABSL_FLAG(std::string, tmp, "/tmp/posttrain_history_bench", "scratch directory");
+ABSL_FLAG(std::string, tmp, "/tmp/posttrain_history_bench",
+          "scratch directory");
 ABSL_FLAG(int, repeats, 5, "repetitions of each timing (median reported)");
 ABSL_FLAG(int64_t, validation_size, -1,
           "validation images for the prediction-change check (-1 = all)");
 ABSL_FLAG(std::string, data_dir, posttrain::kFashionMnistDir,
           "Fashion-MNIST directory");
 ABSL_FLAG(std::string, codecs, "raw,zstd,delta,lossy", "codecs to measure");
-ABSL_FLAG(int, lossy_keyframe_bits, posttrain::HistoryOptions().lossy_keyframe_bits,
+ABSL_FLAG(int, lossy_keyframe_bits,
+          posttrain::HistoryOptions().lossy_keyframe_bits,
           "lossy codec: bits of keyframe values");
 ABSL_FLAG(int, lossy_delta_bits, posttrain::HistoryOptions().lossy_delta_bits,
           "lossy codec: bits of delta values");
-ABSL_FLAG(int64_t, lossy_min_elements, posttrain::HistoryOptions().lossy_min_elements,
+ABSL_FLAG(int64_t, lossy_min_elements,
+          posttrain::HistoryOptions().lossy_min_elements,
           "lossy codec: smaller tensors are stored losslessly");
 ABSL_FLAG(int, zstd_level, posttrain::HistoryOptions().zstd_level,
           "zstd level of every codec");
@@ -73,7 +76,8 @@ at::Tensor Predict(torch::nn::Sequential& model, const ImageDataset& d) {
   std::vector<at::Tensor> parts;
   for (int64_t b = 0; b < d.size(); b += 1000) {
     parts.push_back(
-        model->forward(d.images.slice(0, b, std::min(d.size(), b + 1000))).argmax(1));
+        model->forward(d.images.slice(0, b, std::min(d.size(), b + 1000)))
+            .argmax(1));
   }
   return torch::cat(parts);
 }
@@ -205,10 +209,10 @@ int main(int argc, char** argv) {
           const bool chained =
               codec == pb::CODEC_DELTA || codec == pb::CODEC_LOSSY;
           const auto t = std::chrono::steady_clock::now();
-          auto blob = EncodeBlob(static_cast<int64_t>(e), std::move(input),
-                                 chained && e > 0 ? &base : nullptr,
-                                 static_cast<int64_t>(e) - 1, enc, &buffers,
-                                 &recon);
+          auto blob =
+              EncodeBlob(static_cast<int64_t>(e), std::move(input),
+                         chained && e > 0 ? &base : nullptr,
+                         static_cast<int64_t>(e) - 1, enc, &buffers, &recon);
           enc_s += Seconds(t);
           if (!blob.ok()) Die(blob.status());
           std::string file = blob->head;
@@ -222,7 +226,8 @@ int main(int argc, char** argv) {
         for (size_t e = 0; e < files.size(); ++e) {
           auto h = ParseBlobHeader(files[e], "bench", static_cast<int64_t>(e));
           if (!h.ok()) Die(h.status());
-          if (auto s = DecodeBlob(files[e], *h, "bench", &state); !s.ok()) Die(s);
+          if (auto s = DecodeBlob(files[e], *h, "bench", &state); !s.ok())
+            Die(s);
         }
         decode_s.push_back(Seconds(t));
       }
@@ -245,7 +250,8 @@ int main(int argc, char** argv) {
       for (size_t e = 0; e < inputs.size(); ++e) {
         EpochMetadata meta;
         meta.epoch = entries[e].epoch();
-        if (auto s = (*store)->Append(meta, std::move(inputs[e])); !s.ok()) Die(s);
+        if (auto s = (*store)->Append(meta, std::move(inputs[e])); !s.ok())
+          Die(s);
       }
       write_s.push_back(Seconds(start));
       start = std::chrono::steady_clock::now();
@@ -274,7 +280,8 @@ int main(int argc, char** argv) {
           changed += p.ne(exact_predictions[i++]).sum().item<int64_t>();
           total += p.size(0);
         }
-        r.changed_predictions = total ? static_cast<double>(changed) / total : 0;
+        r.changed_predictions =
+            total ? static_cast<double>(changed) / total : 0;
       }
     }
     const double mb = static_cast<double>(raw_bytes) * states.size() / 1e6;
@@ -293,13 +300,16 @@ int main(int argc, char** argv) {
               absl::GetFlag(FLAGS_store).c_str(), states.size());
   std::printf("  \"model_fp32_bytes\": %llu, \"torch_save_bytes\": %.0f,\n",
               static_cast<unsigned long long>(raw_bytes), torch_save_bytes);
-  std::printf("  \"validation_images\": %lld, \"codec_threads\": 1, \"fsync\": false,\n",
-              static_cast<long long>(data->validation.size()));
-  std::printf("  \"lossy_keyframe_bits\": %d, \"lossy_delta_bits\": %d, "
-              "\"lossy_min_elements\": %lld,\n",
-              absl::GetFlag(FLAGS_lossy_keyframe_bits),
-              absl::GetFlag(FLAGS_lossy_delta_bits),
-              static_cast<long long>(absl::GetFlag(FLAGS_lossy_min_elements)));
+  std::printf(
+      "  \"validation_images\": %lld, \"codec_threads\": 1, \"fsync\": "
+      "false,\n",
+      static_cast<long long>(data->validation.size()));
+  std::printf(
+      "  \"lossy_keyframe_bits\": %d, \"lossy_delta_bits\": %d, "
+      "\"lossy_min_elements\": %lld,\n",
+      absl::GetFlag(FLAGS_lossy_keyframe_bits),
+      absl::GetFlag(FLAGS_lossy_delta_bits),
+      static_cast<long long>(absl::GetFlag(FLAGS_lossy_min_elements)));
   std::printf("  \"codecs\": [\n");
   for (size_t i = 0; i < results.size(); ++i) {
     const CodecResult& r = results[i];
@@ -311,8 +321,9 @@ int main(int argc, char** argv) {
         "\"load_peak_extra_MiB\": %.2f, \"max_abs_error\": %.3g, "
         "\"changed_validation_predictions\": %.5f}%s\n",
         r.name.c_str(), r.bytes_per_epoch, torch_save_bytes / r.bytes_per_epoch,
-        r.encode_mb_s, r.decode_mb_s, r.write_mb_s, r.read_mb_s, r.load_ms, r.load_peak_extra_mib,
-        r.max_abs_error, r.changed_predictions, i + 1 < results.size() ? "," : "");
+        r.encode_mb_s, r.decode_mb_s, r.write_mb_s, r.read_mb_s, r.load_ms,
+        r.load_peak_extra_mib, r.max_abs_error, r.changed_predictions,
+        i + 1 < results.size() ? "," : "");
   }
   std::printf("  ]\n}\n");
   return 0;

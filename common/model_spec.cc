@@ -1,16 +1,5 @@
 #include "common/model_spec.h"
 
-#include <memory>
-#include <variant>
-#include <string>
-#include <vector>
-
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "common/sequential_block.h"
-#include "common/status.h"
-#include "common/torch_status.h"
-
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -19,6 +8,17 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/pooling.h>
 #include <torch/version.h>
+
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/sequential_block.h"
+#include "common/status.h"
+#include "common/torch_status.h"
 
 namespace posttrain {
 namespace {
@@ -66,8 +66,9 @@ absl::Status DescribeInto(const nn::SequentialImpl& seq,
     } else if (auto* conv = dynamic_cast<const nn::Conv2dImpl*>(m)) {
       const auto& o = conv->options;
       if (!VariantGet<torch::enumtype::kZeros>(o.padding_mode())) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "layer '", path, "' (Conv2d): only padding_mode=zeros is supported"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("layer '", path,
+                         "' (Conv2d): only padding_mode=zeros is supported"));
       }
       l->set_kind(LayerSpec::CONV2D);
       l->set_in_channels(o.in_channels());
@@ -126,8 +127,9 @@ absl::Status DescribeInto(const nn::SequentialImpl& seq,
     } else if (auto* ap = dynamic_cast<const nn::AvgPool2dImpl*>(m)) {
       const auto& o = ap->options;
       if (o.divisor_override().has_value()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "layer '", path, "' (AvgPool2d): divisor_override is not supported"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("layer '", path,
+                         "' (AvgPool2d): divisor_override is not supported"));
       }
       l->set_kind(LayerSpec::AVG_POOL2D);
       SetPair<2>(o.kernel_size(), l->mutable_kernel_size());
@@ -169,15 +171,15 @@ absl::Status CheckPair(const LayerSpec& l,
                        const google::protobuf::RepeatedField<int64_t>& v,
                        const char* field, int64_t min_value) {
   if (v.size() != 2 || v[0] < min_value || v[1] < min_value) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("layer '", l.name(), "': ", field,
-                     " needs two values >= ", min_value, ", got [",
-                     absl::StrJoin(v, ","), "]"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer '", l.name(), "': ", field, " needs two values >= ", min_value,
+        ", got [", absl::StrJoin(v, ","), "]"));
   }
   return absl::OkStatus();
 }
 
-torch::ExpandingArray<2> Pair(const google::protobuf::RepeatedField<int64_t>& v) {
+torch::ExpandingArray<2> Pair(
+    const google::protobuf::RepeatedField<int64_t>& v) {
   return torch::ExpandingArray<2>({v[0], v[1]});
 }
 
@@ -198,9 +200,11 @@ absl::Status BuildInto(
   for (const LayerSpec& l : layers) {
     const std::string& path = l.name();
     const size_t dot = path.rfind('.');
-    const std::string local = dot == std::string::npos ? path : path.substr(dot + 1);
+    const std::string local =
+        dot == std::string::npos ? path : path.substr(dot + 1);
     if (local.empty()) {
-      return absl::InvalidArgumentError("model spec has a layer without a name");
+      return absl::InvalidArgumentError(
+          "model spec has a layer without a name");
     }
     switch (l.kind()) {
       case LayerSpec::SEQUENTIAL: {
@@ -212,9 +216,10 @@ absl::Status BuildInto(
       case LayerSpec::LINEAR:
         PT_RETURN_IF_ERROR(Positive(l, l.in_features(), "in_features"));
         PT_RETURN_IF_ERROR(Positive(l, l.out_features(), "out_features"));
-        seq->push_back(std::string(local), nn::Linear(nn::LinearOptions(l.in_features(),
-                                                           l.out_features())
-                                             .bias(l.bias())));
+        seq->push_back(
+            std::string(local),
+            nn::Linear(nn::LinearOptions(l.in_features(), l.out_features())
+                           .bias(l.bias())));
         break;
       case LayerSpec::CONV2D: {
         PT_RETURN_IF_ERROR(Positive(l, l.in_channels(), "in_channels"));
@@ -249,21 +254,23 @@ absl::Status BuildInto(
         c10::optional<double> momentum;
         if (!l.cumulative_average()) momentum = l.momentum();
         if (l.kind() == LayerSpec::BATCH_NORM1D) {
-          seq->push_back(std::string(local), nn::BatchNorm1d(
-                                    nn::BatchNorm1dOptions(l.num_features())
-                                        .eps(l.eps())
-                                        .momentum(momentum)
-                                        .affine(l.affine())
-                                        .track_running_stats(
-                                            l.track_running_stats())));
+          seq->push_back(
+              std::string(local),
+              nn::BatchNorm1d(
+                  nn::BatchNorm1dOptions(l.num_features())
+                      .eps(l.eps())
+                      .momentum(momentum)
+                      .affine(l.affine())
+                      .track_running_stats(l.track_running_stats())));
         } else {
-          seq->push_back(std::string(local), nn::BatchNorm2d(
-                                    nn::BatchNorm2dOptions(l.num_features())
-                                        .eps(l.eps())
-                                        .momentum(momentum)
-                                        .affine(l.affine())
-                                        .track_running_stats(
-                                            l.track_running_stats())));
+          seq->push_back(
+              std::string(local),
+              nn::BatchNorm2d(
+                  nn::BatchNorm2dOptions(l.num_features())
+                      .eps(l.eps())
+                      .momentum(momentum)
+                      .affine(l.affine())
+                      .track_running_stats(l.track_running_stats())));
         }
         break;
       }
@@ -271,8 +278,9 @@ absl::Status BuildInto(
         seq->push_back(std::string(local), nn::ReLU());
         break;
       case LayerSpec::LEAKY_RELU:
-        seq->push_back(std::string(local), nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(
-                                  l.negative_slope())));
+        seq->push_back(std::string(local),
+                       nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(
+                           l.negative_slope())));
         break;
       case LayerSpec::SIGMOID:
         seq->push_back(std::string(local), nn::Sigmoid());
@@ -285,31 +293,33 @@ absl::Status BuildInto(
           return absl::InvalidArgumentError(absl::StrCat(
               "layer '", path, "': GELU approximate must be none or tanh"));
         }
-        seq->push_back(std::string(local), nn::GELU(nn::GELUOptions().approximate(
-                                  l.approximate())));
+        seq->push_back(
+            std::string(local),
+            nn::GELU(nn::GELUOptions().approximate(l.approximate())));
         break;
       case LayerSpec::MAX_POOL2D:
         PT_RETURN_IF_ERROR(CheckPair(l, l.kernel_size(), "kernel_size", 1));
         PT_RETURN_IF_ERROR(CheckPair(l, l.stride(), "stride", 1));
         PT_RETURN_IF_ERROR(CheckPair(l, l.padding(), "padding", 0));
         PT_RETURN_IF_ERROR(CheckPair(l, l.dilation(), "dilation", 1));
-        seq->push_back(std::string(local), nn::MaxPool2d(
-                                  nn::MaxPool2dOptions(Pair(l.kernel_size()))
-                                      .stride(Pair(l.stride()))
-                                      .padding(Pair(l.padding()))
-                                      .dilation(Pair(l.dilation()))
-                                      .ceil_mode(l.ceil_mode())));
+        seq->push_back(std::string(local),
+                       nn::MaxPool2d(nn::MaxPool2dOptions(Pair(l.kernel_size()))
+                                         .stride(Pair(l.stride()))
+                                         .padding(Pair(l.padding()))
+                                         .dilation(Pair(l.dilation()))
+                                         .ceil_mode(l.ceil_mode())));
         break;
       case LayerSpec::AVG_POOL2D:
         PT_RETURN_IF_ERROR(CheckPair(l, l.kernel_size(), "kernel_size", 1));
         PT_RETURN_IF_ERROR(CheckPair(l, l.stride(), "stride", 1));
         PT_RETURN_IF_ERROR(CheckPair(l, l.padding(), "padding", 0));
-        seq->push_back(std::string(local), nn::AvgPool2d(
-                                  nn::AvgPool2dOptions(Pair(l.kernel_size()))
-                                      .stride(Pair(l.stride()))
-                                      .padding(Pair(l.padding()))
-                                      .ceil_mode(l.ceil_mode())
-                                      .count_include_pad(l.count_include_pad())));
+        seq->push_back(
+            std::string(local),
+            nn::AvgPool2d(nn::AvgPool2dOptions(Pair(l.kernel_size()))
+                              .stride(Pair(l.stride()))
+                              .padding(Pair(l.padding()))
+                              .ceil_mode(l.ceil_mode())
+                              .count_include_pad(l.count_include_pad())));
         break;
       case LayerSpec::ADAPTIVE_AVG_POOL2D:
         PT_RETURN_IF_ERROR(CheckPair(l, l.output_size(), "output_size", 1));
@@ -318,16 +328,18 @@ absl::Status BuildInto(
                            {l.output_size(0), l.output_size(1)})));
         break;
       case LayerSpec::FLATTEN:
-        seq->push_back(std::string(local), nn::Flatten(nn::FlattenOptions()
-                                              .start_dim(l.start_dim())
-                                              .end_dim(l.end_dim())));
+        seq->push_back(std::string(local),
+                       nn::Flatten(nn::FlattenOptions()
+                                       .start_dim(l.start_dim())
+                                       .end_dim(l.end_dim())));
         break;
       case LayerSpec::DROPOUT:
         if (!(l.p() >= 0.0 && l.p() <= 1.0)) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "layer '", path, "': dropout p must be in [0, 1]"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("layer '", path, "': dropout p must be in [0, 1]"));
         }
-        seq->push_back(std::string(local), nn::Dropout(nn::DropoutOptions(l.p())));
+        seq->push_back(std::string(local),
+                       nn::Dropout(nn::DropoutOptions(l.p())));
         break;
       default:
         return absl::InvalidArgumentError(
@@ -392,12 +404,12 @@ std::string LayerSummary(const pb::LayerSpec& l) {
       return absl::StrCat("Linear(", l.in_features(), ", ", l.out_features(),
                           l.bias() ? "" : ", bias=false", ")");
     case LayerSpec::CONV2D:
-      return absl::StrCat("Conv2d(", l.in_channels(), ", ", l.out_channels(),
-                          ", k=", pair(l.kernel_size()), ", s=",
-                          pair(l.stride()), ", p=",
-                          l.padding_same() ? "same" : pair(l.padding()),
-                          l.groups() != 1 ? absl::StrCat(", g=", l.groups()) : "",
-                          l.bias() ? "" : ", bias=false", ")");
+      return absl::StrCat(
+          "Conv2d(", l.in_channels(), ", ", l.out_channels(),
+          ", k=", pair(l.kernel_size()), ", s=", pair(l.stride()),
+          ", p=", l.padding_same() ? "same" : pair(l.padding()),
+          l.groups() != 1 ? absl::StrCat(", g=", l.groups()) : "",
+          l.bias() ? "" : ", bias=false", ")");
     case LayerSpec::BATCH_NORM1D:
       return absl::StrCat("BatchNorm1d(", l.num_features(), ")");
     case LayerSpec::BATCH_NORM2D:

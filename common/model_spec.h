@@ -40,7 +40,8 @@ absl::StatusOr<pb::ModelSpec> DescribeSequential(
 // Builds a freshly initialised Sequential from `spec`; its parameter and
 // buffer names equal those of the described model. Errors name the layer with
 // invalid options.
-absl::StatusOr<torch::nn::Sequential> BuildSequential(const pb::ModelSpec& spec);
+absl::StatusOr<torch::nn::Sequential> BuildSequential(
+    const pb::ModelSpec& spec);
 
 // One-line human description of a layer, e.g. "Conv2d(1, 8, k=3x3)".
 std::string LayerSummary(const pb::LayerSpec& layer);

@@ -1,11 +1,11 @@
 #include "common/model_spec.h"
 
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
 #include "absl/strings/match.h"
 #include "common/module_state.h"
 #include "common/sequential_block.h"
-
-#include <gtest/gtest.h>
-#include <torch/torch.h>
 
 namespace posttrain {
 namespace {
@@ -14,8 +14,9 @@ namespace nn = torch::nn;
 
 nn::Sequential EveryLayer() {
   return nn::Sequential(
-      SequentialBlock(nn::Conv2d(nn::Conv2dOptions(1, 4, 3).padding(1).bias(false)),
-                      nn::BatchNorm2d(nn::BatchNorm2dOptions(4).momentum(0.2))),
+      SequentialBlock(
+          nn::Conv2d(nn::Conv2dOptions(1, 4, 3).padding(1).bias(false)),
+          nn::BatchNorm2d(nn::BatchNorm2dOptions(4).momentum(0.2))),
       nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(2).stride(2)),
       nn::Conv2d(nn::Conv2dOptions(4, 4, 3).padding(torch::kSame).groups(2)),
       nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(0.05)),
@@ -85,19 +86,20 @@ TEST(ModelSpec, InvalidSpecsAreRejectedWithTheLayerName) {
   l->add_kernel_size(3);  // one value only
   auto m = BuildSequential(spec);
   EXPECT_FALSE(m.ok());
-  EXPECT_TRUE(absl::StrContains(m.status().message(), "layer '0'")) << m.status();
+  EXPECT_TRUE(absl::StrContains(m.status().message(), "layer '0'"))
+      << m.status();
   l->set_kind(static_cast<pb::LayerSpec::Kind>(77));
   EXPECT_FALSE(BuildSequential(spec).ok());
   spec.set_version(9);
-  EXPECT_TRUE(absl::StrContains(BuildSequential(spec).status().message(),
-                                "version 9"));
+  EXPECT_TRUE(
+      absl::StrContains(BuildSequential(spec).status().message(), "version 9"));
 }
 
 TEST(ModelSpec, ArchitectureDifferenceNamesTheLayer) {
-  auto a = DescribeSequential(nn::Sequential(nn::Linear(4, 8), nn::ReLU(),
-                                             nn::Linear(8, 2)));
-  auto b = DescribeSequential(nn::Sequential(nn::Linear(4, 8), nn::ReLU(),
-                                             nn::Linear(8, 3)));
+  auto a = DescribeSequential(
+      nn::Sequential(nn::Linear(4, 8), nn::ReLU(), nn::Linear(8, 2)));
+  auto b = DescribeSequential(
+      nn::Sequential(nn::Linear(4, 8), nn::ReLU(), nn::Linear(8, 3)));
   ASSERT_TRUE(a.ok() && b.ok());
   absl::Status s = CheckSameArchitecture(*a, *b);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);

@@ -1,5 +1,7 @@
 #include "common/module_state.h"
 
+#include <torch/nn/module.h>
+
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
@@ -7,8 +9,6 @@
 #include "absl/strings/str_join.h"
 #include "common/status.h"
 #include "common/torch_status.h"
-
-#include <torch/nn/module.h>
 
 namespace posttrain {
 namespace {
@@ -64,15 +64,16 @@ absl::Status LoadModuleState(const NamedTensors& state,
     }
     const at::Tensor& src = *it->second;
     if (!src.defined() || src.sizes() != t.sizes()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor '", name, "': stored shape ",
-          src.defined() ? ShapeString(src) : "undefined",
-          " does not match the model's ", ShapeString(t)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "': stored shape ",
+                       src.defined() ? ShapeString(src) : "undefined",
+                       " does not match the model's ", ShapeString(t)));
     }
     if (src.scalar_type() != t.scalar_type()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "tensor '", name, "': stored dtype ", c10::toString(src.scalar_type()),
-          " does not match the model's ", c10::toString(t.scalar_type())));
+          "tensor '", name, "': stored dtype ",
+          c10::toString(src.scalar_type()), " does not match the model's ",
+          c10::toString(t.scalar_type())));
     }
   }
   if (by_name.size() != targets.size()) {

@@ -11,14 +11,14 @@
 #ifndef POSTTRAIN_COMMON_MODULE_STATE_H_
 #define POSTTRAIN_COMMON_MODULE_STATE_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-
-#include <ATen/core/Tensor.h>
 
 namespace torch::nn {
 class Module;

@@ -8,17 +8,18 @@
 //
 // Example:
 //   torch::nn::Sequential net(
-//       posttrain::SequentialBlock(torch::nn::Conv2d(1, 4, 3), torch::nn::ReLU()),
-//       torch::nn::Flatten(), torch::nn::Linear(4 * 26 * 26, 10));
+//       posttrain::SequentialBlock(torch::nn::Conv2d(1, 4, 3),
+//       torch::nn::ReLU()), torch::nn::Flatten(), torch::nn::Linear(4 * 26 *
+//       26, 10));
 //
 // Includes torch/nn/modules/container/sequential.h: include it only where a
 // model is built.
 #ifndef POSTTRAIN_COMMON_SEQUENTIAL_BLOCK_H_
 #define POSTTRAIN_COMMON_SEQUENTIAL_BLOCK_H_
 
-#include <utility>
-
 #include <torch/nn/modules/container/sequential.h>
+
+#include <utility>
 
 namespace posttrain {
 

@@ -1,17 +1,18 @@
 #include "common/status.h"
 
+#include <c10/util/Exception.h>
+
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "common/torch_status.h"
 
-#include <c10/util/Exception.h>
-
 namespace posttrain {
 
 absl::Status Annotate(const absl::Status& status, absl::string_view context) {
   if (status.ok()) return status;
-  return absl::Status(status.code(), absl::StrCat(context, ": ", status.message()));
+  return absl::Status(status.code(),
+                      absl::StrCat(context, ": ", status.message()));
 }
 
 absl::Status StatusFromCurrentException(absl::string_view context) {

@@ -18,20 +18,21 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-#define PT_RETURN_IF_ERROR(expr)                  \
-  do {                                            \
-    ::absl::Status _pt_status = (expr);           \
-    if (!_pt_status.ok()) return _pt_status;      \
+#define PT_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::absl::Status _pt_status = (expr);      \
+    if (!_pt_status.ok()) return _pt_status; \
   } while (0)
 
 #define PT_STATUS_CONCAT_INNER_(a, b) a##b
 #define PT_STATUS_CONCAT_(a, b) PT_STATUS_CONCAT_INNER_(a, b)
 
-#define PT_ASSIGN_OR_RETURN(lhs, rexpr) \
-  PT_ASSIGN_OR_RETURN_IMPL_(PT_STATUS_CONCAT_(_pt_statusor_, __LINE__), lhs, rexpr)
+#define PT_ASSIGN_OR_RETURN(lhs, rexpr)                                      \
+  PT_ASSIGN_OR_RETURN_IMPL_(PT_STATUS_CONCAT_(_pt_statusor_, __LINE__), lhs, \
+                            rexpr)
 
-#define PT_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr) \
-  auto statusor = (rexpr);                              \
+#define PT_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr)    \
+  auto statusor = (rexpr);                                 \
   if (!statusor.ok()) return std::move(statusor).status(); \
   lhs = std::move(statusor).value()
 

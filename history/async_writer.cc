@@ -18,7 +18,8 @@ AsyncHistoryWriter::~AsyncHistoryWriter() {
   thread_.join();
 }
 
-absl::Status AsyncHistoryWriter::Submit(EpochMetadata meta, NamedTensors state) {
+absl::Status AsyncHistoryWriter::Submit(EpochMetadata meta,
+                                        NamedTensors state) {
   std::unique_lock<std::mutex> l(mu_);
   cv_.wait(l, [&] { return queue_.size() < max_pending_; });
   queue_.push_back({std::move(meta), std::move(state)});

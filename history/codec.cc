@@ -146,8 +146,8 @@ absl::Status ZstdDecompress(absl::string_view frame, uint8_t* out,
         absl::StrCat("zstd decompression failed: ", ZSTD_getErrorName(n)));
   }
   if (n != out_size) {
-    return absl::DataLossError(absl::StrCat("zstd frame yielded ", n,
-                                            " bytes, expected ", out_size));
+    return absl::DataLossError(
+        absl::StrCat("zstd frame yielded ", n, " bytes, expected ", out_size));
   }
   return absl::OkStatus();
 }
@@ -172,7 +172,8 @@ double ByteEntropy(const uint8_t* data, size_t n) {
   }
   double h = 0.0;
   for (int b = 0; b < 256; ++b) {
-    const uint32_t c = counts[0][b] + counts[1][b] + counts[2][b] + counts[3][b];
+    const uint32_t c =
+        counts[0][b] + counts[1][b] + counts[2][b] + counts[3][b];
     if (c == 0) continue;
     const double p = static_cast<double>(c) / total;
     h -= p * std::log2(p);
@@ -188,7 +189,8 @@ size_t CompressPlanesBound(size_t n, size_t elem) {
 absl::Status CompressPlanes(const uint8_t* data, size_t n, size_t elem,
                             int level, std::string* scratch, std::string* out) {
   if (elem == 0 || n % elem != 0) {
-    return absl::InvalidArgumentError("byte count is not a multiple of the element size");
+    return absl::InvalidArgumentError(
+        "byte count is not a multiple of the element size");
   }
   scratch->resize(n);
   auto* shuffled = reinterpret_cast<uint8_t*>(scratch->data());
@@ -225,25 +227,29 @@ absl::Status DecompressPlanes(absl::string_view in, size_t n, size_t elem,
                               bool xor_into, std::string* scratch,
                               uint8_t* out) {
   if (elem == 0 || n % elem != 0) {
-    return absl::DataLossError("byte count is not a multiple of the element size");
+    return absl::DataLossError(
+        "byte count is not a multiple of the element size");
   }
   scratch->resize(n);
   auto* shuffled = reinterpret_cast<uint8_t*>(scratch->data());
   const size_t plane = n / elem;
   size_t pos = 0;
   for (size_t p = 0; p < elem; ++p) {
-    if (in.size() - pos < 5) return absl::DataLossError("truncated plane header");
+    if (in.size() - pos < 5)
+      return absl::DataLossError("truncated plane header");
     const uint8_t kind = static_cast<uint8_t>(in[pos]);
     uint32_t len = 0;
     for (int i = 0; i < 4; ++i) {
       len |= uint32_t{static_cast<uint8_t>(in[pos + 1 + i])} << (8 * i);
     }
     pos += 5;
-    if (len > in.size() - pos) return absl::DataLossError("plane exceeds the record");
+    if (len > in.size() - pos)
+      return absl::DataLossError("plane exceeds the record");
     const absl::string_view body = in.substr(pos, len);
     pos += len;
     if (kind == 0) {
-      if (len != plane) return absl::DataLossError("raw plane has the wrong size");
+      if (len != plane)
+        return absl::DataLossError("raw plane has the wrong size");
       std::memcpy(shuffled + p * plane, body.data(), plane);
     } else if (kind == 1) {
       absl::Status s = ZstdDecompress(body, shuffled + p * plane, plane);
@@ -252,7 +258,8 @@ absl::Status DecompressPlanes(absl::string_view in, size_t n, size_t elem,
       return absl::DataLossError("unknown plane kind");
     }
   }
-  if (pos != in.size()) return absl::DataLossError("bytes after the last plane");
+  if (pos != in.size())
+    return absl::DataLossError("bytes after the last plane");
   if (xor_into) {
     UnshuffleXorBytes(shuffled, n, elem, out);
   } else {
@@ -278,7 +285,8 @@ float QuantizeDifference(const float* value, const float* base, size_t count,
   for (size_t i = 0; i < count; ++i) {
     const float d = value[i] - (base ? base[i] : 0.0f);
     float r = std::nearbyint(d * inv);
-    r = std::min(std::max(r, static_cast<float>(-qmax)), static_cast<float>(qmax));
+    r = std::min(std::max(r, static_cast<float>(-qmax)),
+                 static_cast<float>(qmax));
     if (bits <= 8) {
       const int8_t q = static_cast<int8_t>(r);
       std::memcpy(q_out + i, &q, 1);

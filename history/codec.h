@@ -71,7 +71,8 @@ size_t CompressPlanesBound(size_t n, size_t elem);
 // them into `out` when `xor_into` is set. `scratch` holds the shuffled
 // bytes. DataLoss when `in` is not exactly a valid plane sequence.
 absl::Status DecompressPlanes(absl::string_view in, size_t n, size_t elem,
-                              bool xor_into, std::string* scratch, uint8_t* out);
+                              bool xor_into, std::string* scratch,
+                              uint8_t* out);
 
 // Shannon entropy, in bits per byte, of the byte histogram of `data` (a
 // strided sample of at most 16 KiB).

@@ -1,11 +1,11 @@
 #include "history/codec.h"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace posttrain {
 namespace {
@@ -51,11 +51,13 @@ TEST(Codec, ZstdRoundTripAndRejectsDamagedFrames) {
   std::string z = frame.substr(6);
   std::string out(data.size(), '\0');
   ASSERT_TRUE(
-      ZstdDecompress(z, reinterpret_cast<uint8_t*>(out.data()), out.size()).ok());
+      ZstdDecompress(z, reinterpret_cast<uint8_t*>(out.data()), out.size())
+          .ok());
   EXPECT_EQ(out, data);
   // The wrong expected size, a truncated frame.
-  EXPECT_EQ(ZstdDecompress(z, reinterpret_cast<uint8_t*>(out.data()), 10).code(),
-            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(
+      ZstdDecompress(z, reinterpret_cast<uint8_t*>(out.data()), 10).code(),
+      absl::StatusCode::kDataLoss);
   EXPECT_EQ(ZstdDecompress(z.substr(0, z.size() / 2),
                            reinterpret_cast<uint8_t*>(out.data()), out.size())
                 .code(),
@@ -78,7 +80,8 @@ TEST(Codec, QuantizationErrorIsAtMostHalfAStep) {
   }
   for (int bits : {8, 16}) {
     std::vector<uint8_t> q(n * bits / 8);
-    const float scale = QuantizeDifference(value.data(), base.data(), n, bits, q.data());
+    const float scale =
+        QuantizeDifference(value.data(), base.data(), n, bits, q.data());
     Dequantize(q.data(), base.data(), n, bits, scale, recon.data());
     const double err = MaxAbsDifference(value.data(), recon.data(), n);
     EXPECT_GT(scale, 0.f);
@@ -98,7 +101,8 @@ TEST(Codec, QuantizationErrorIsAtMostHalfAStep) {
   // Not quantizable: overflowing or subnormal-sized differences.
   std::vector<float> huge = {3e38f, -3e38f}, tiny = {1e-40f, 0.f};
   std::vector<float> zero = {0.f, 0.f};
-  EXPECT_LT(QuantizeDifference(huge.data(), huge.data() + 1, 1, 8, q.data()), 0.f);
+  EXPECT_LT(QuantizeDifference(huge.data(), huge.data() + 1, 1, 8, q.data()),
+            0.f);
   EXPECT_LT(QuantizeDifference(tiny.data(), zero.data(), 2, 8, q.data()), 0.f);
 }
 

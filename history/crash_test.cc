@@ -1,6 +1,7 @@
 // Crash safety: a child process appends epochs to a store and is SIGKILLed
 // at random moments; after every kill the store must open, verify, and
 // return every committed epoch bit for bit.
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,8 +15,6 @@
 #include "absl/strings/match.h"
 #include "history/store.h"
 #include "tests/test_util.h"
-
-#include <gtest/gtest.h>
 
 namespace posttrain {
 namespace {
@@ -63,7 +62,8 @@ TEST(HistoryCrash, SigkillAtRandomPointsLosesNoCommittedEpoch) {
     ASSERT_EQ(kill(pid, SIGKILL), 0);
     int wstatus = 0;
     ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
-    ASSERT_TRUE(WIFSIGNALED(wstatus)) << "writer exited early, kill " << kill_no;
+    ASSERT_TRUE(WIFSIGNALED(wstatus))
+        << "writer exited early, kill " << kill_no;
 
     auto store = HistoryStore::OpenReadOnly(dir);
     ASSERT_TRUE(store.ok()) << "kill " << kill_no << ": " << store.status();
@@ -72,8 +72,9 @@ TEST(HistoryCrash, SigkillAtRandomPointsLosesNoCommittedEpoch) {
     for (const auto& e : epochs) {
       auto state = (*store)->ReadEpoch(e.epoch());
       ASSERT_TRUE(state.ok()) << state.status();
-      ASSERT_EQ(testing::DiffStates(*state, testing::SyntheticState(e.epoch(), 4)),
-                "")
+      ASSERT_EQ(
+          testing::DiffStates(*state, testing::SyntheticState(e.epoch(), 4)),
+          "")
           << "kill " << kill_no << " epoch " << e.epoch();
       EXPECT_EQ(e.step(), e.epoch() * 10);
     }
@@ -107,8 +108,9 @@ TEST(HistoryCrash, SigkillAtRandomPointsLosesNoCommittedEpoch) {
   for (const auto& c : *children) {
     EXPECT_FALSE(absl::EndsWith(c, ".tmp")) << c;
     if (absl::EndsWith(c, ".blob")) {
-      EXPECT_TRUE(std::any_of(m.epochs().begin(), m.epochs().end(),
-                              [&](const auto& e) { return e.blob_file() == c; }))
+      EXPECT_TRUE(
+          std::any_of(m.epochs().begin(), m.epochs().end(),
+                      [&](const auto& e) { return e.blob_file() == c; }))
           << "orphan " << c;
     }
   }

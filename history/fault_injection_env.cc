@@ -69,8 +69,7 @@ absl::Status FaultInjectionEnv::Admit(const std::string& path, size_t n,
     return absl::DataLossError(absl::StrCat("write '", path, "': short write (",
                                             *allowed, " of ", n, " bytes)"));
   }
-  if (write_budget_ >= 0 &&
-      path.find(budget_filter_) != std::string::npos) {
+  if (write_budget_ >= 0 && path.find(budget_filter_) != std::string::npos) {
     if (static_cast<int64_t>(n) > write_budget_) {
       *allowed = static_cast<size_t>(write_budget_);
       write_budget_ = 0;

@@ -1,5 +1,7 @@
 #include "history/file_format.h"
 
+#include <ATen/ops/empty.h>
+
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -13,8 +15,6 @@
 #include "common/status.h"
 #include "common/torch_status.h"
 #include "history/codec.h"
-
-#include <ATen/ops/empty.h>
 
 namespace posttrain {
 namespace {
@@ -42,12 +42,14 @@ void PutU64(std::string* out, uint64_t v) {
 }
 uint32_t GetU32(const char* p) {
   uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= uint32_t{static_cast<uint8_t>(p[i])} << (8 * i);
+  for (int i = 0; i < 4; ++i)
+    v |= uint32_t{static_cast<uint8_t>(p[i])} << (8 * i);
   return v;
 }
 uint64_t GetU64(const char* p) {
   uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= uint64_t{static_cast<uint8_t>(p[i])} << (8 * i);
+  for (int i = 0; i < 8; ++i)
+    v |= uint64_t{static_cast<uint8_t>(p[i])} << (8 * i);
   return v;
 }
 
@@ -57,11 +59,11 @@ struct DTypeInfo {
   size_t size;
 };
 constexpr DTypeInfo kDTypes[] = {
-    {pb::DTYPE_FLOAT32, at::kFloat, 4},  {pb::DTYPE_FLOAT64, at::kDouble, 8},
-    {pb::DTYPE_FLOAT16, at::kHalf, 2},   {pb::DTYPE_BFLOAT16, at::kBFloat16, 2},
-    {pb::DTYPE_INT64, at::kLong, 8},     {pb::DTYPE_INT32, at::kInt, 4},
-    {pb::DTYPE_INT16, at::kShort, 2},    {pb::DTYPE_INT8, at::kChar, 1},
-    {pb::DTYPE_UINT8, at::kByte, 1},     {pb::DTYPE_BOOL, at::kBool, 1},
+    {pb::DTYPE_FLOAT32, at::kFloat, 4}, {pb::DTYPE_FLOAT64, at::kDouble, 8},
+    {pb::DTYPE_FLOAT16, at::kHalf, 2},  {pb::DTYPE_BFLOAT16, at::kBFloat16, 2},
+    {pb::DTYPE_INT64, at::kLong, 8},    {pb::DTYPE_INT32, at::kInt, 4},
+    {pb::DTYPE_INT16, at::kShort, 2},   {pb::DTYPE_INT8, at::kChar, 1},
+    {pb::DTYPE_UINT8, at::kByte, 1},    {pb::DTYPE_BOOL, at::kBool, 1},
 };
 
 const DTypeInfo* InfoOf(at::ScalarType t) {
@@ -167,14 +169,15 @@ absl::StatusOr<pb::Manifest> DecodeManifestFile(absl::string_view bytes,
                               BlobFileName(e.epoch()), "'"));
     }
     if (e.blob_size() < kBlobPrefix || e.blob_size() > kMaxBlobBytes) {
-      return bad(absl::StrCat(where, "blob size ", e.blob_size(),
-                              " out of range"));
+      return bad(
+          absl::StrCat(where, "blob size ", e.blob_size(), " out of range"));
     }
     if (!pb::Codec_IsValid(e.codec()) || e.codec() == pb::CODEC_UNSPECIFIED) {
       return bad(absl::StrCat(where, "unknown codec"));
     }
     if (e.base_epoch() == -1) {
-      if (e.chain_depth() != 0) return bad(absl::StrCat(where, "keyframe with depth"));
+      if (e.chain_depth() != 0)
+        return bad(absl::StrCat(where, "keyframe with depth"));
     } else {
       auto it = by_epoch.find(e.base_epoch());
       if (it == by_epoch.end()) {
@@ -223,7 +226,8 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
   size_t capacity = 0;
   for (const NamedTensor& nt : state) {
     if (nt.tensor.defined()) {
-      capacity += CompressPlanesBound(nt.tensor.nbytes(), nt.tensor.element_size());
+      capacity +=
+          CompressPlanesBound(nt.tensor.nbytes(), nt.tensor.element_size());
     }
   }
   payload.clear();
@@ -233,17 +237,19 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
   for (NamedTensor& nt : state) {
     const at::Tensor& t = nt.tensor;
     const DTypeInfo* info = InfoOf(t.scalar_type());
-    if (info == nullptr || !t.is_contiguous() || t.device().type() != at::kCPU ||
-        t.dim() > kMaxDims) {
+    if (info == nullptr || !t.is_contiguous() ||
+        t.device().type() != at::kCPU || t.dim() > kMaxDims) {
       return absl::InvalidArgumentError(absl::StrCat(
           "tensor '", nt.name,
           "': only contiguous CPU tensors of standard dtypes can be stored"));
     }
     const size_t n = t.nbytes();
     if (n > kMaxTensorBytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor '", nt.name, "' has ", n, " bytes; the store holds tensors of "
-          "at most ", kMaxTensorBytes));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", nt.name, "' has ", n,
+                       " bytes; the store holds tensors of "
+                       "at most ",
+                       kMaxTensorBytes));
     }
     const uint8_t* src = Bytes(t);
     pb::TensorRecord* r = header.add_tensors();
@@ -273,7 +279,8 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
       payload.append(reinterpret_cast<const char*>(src), n);
     } else {
       float scale = -1.0f;
-      const int bits = b ? options.lossy_delta_bits : options.lossy_keyframe_bits;
+      const int bits =
+          b ? options.lossy_delta_bits : options.lossy_keyframe_bits;
       const size_t count = n / 4;
       const size_t qbytes = count * QuantBytes(bits);
       const float* basef =
@@ -311,9 +318,8 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
         } else {
           r->set_encoding(pb::ENCODING_SHUFFLE_ZSTD);
         }
-        PT_RETURN_IF_ERROR(CompressPlanes(plain, n, info->size,
-                                          options.zstd_level, &scratch,
-                                          &payload));
+        PT_RETURN_IF_ERROR(CompressPlanes(
+            plain, n, info->size, options.zstd_level, &scratch, &payload));
       }
     }
     const uint64_t stored = payload.size() - before;
@@ -346,7 +352,8 @@ absl::StatusOr<pb::BlobHeader> ParseBlobHeader(absl::string_view bytes,
                                                const std::string& file_name,
                                                int64_t epoch) {
   if (bytes.size() < kBlobPrefix) {
-    return BlobError(file_name, epoch, absl::StrCat("truncated (", bytes.size(), " bytes)"));
+    return BlobError(file_name, epoch,
+                     absl::StrCat("truncated (", bytes.size(), " bytes)"));
   }
   if (std::memcmp(bytes.data(), kBlobMagic, 8) != 0) {
     return BlobError(file_name, epoch, "bad magic");
@@ -382,36 +389,44 @@ absl::StatusOr<pb::BlobHeader> ParseBlobHeader(absl::string_view bytes,
       return BlobError(file_name, epoch, where + "appears twice");
     }
     const DTypeInfo* info = InfoOf(r.dtype());
-    if (info == nullptr) return BlobError(file_name, epoch, where + "unknown dtype");
-    if (r.shape_size() > kMaxDims) return BlobError(file_name, epoch, where + "too many dims");
+    if (info == nullptr)
+      return BlobError(file_name, epoch, where + "unknown dtype");
+    if (r.shape_size() > kMaxDims)
+      return BlobError(file_name, epoch, where + "too many dims");
     uint64_t numel = 1;
     for (int64_t d : r.shape()) {
-      if (d < 0 || (d > 0 && numel > kMaxTensorBytes / static_cast<uint64_t>(d))) {
+      if (d < 0 ||
+          (d > 0 && numel > kMaxTensorBytes / static_cast<uint64_t>(d))) {
         return BlobError(file_name, epoch, where + "invalid shape");
       }
       numel *= static_cast<uint64_t>(d);
     }
-    if (numel > kMaxTensorBytes / info->size || r.raw_size() != numel * info->size) {
-      return BlobError(file_name, epoch, where + "raw size does not match shape");
+    if (numel > kMaxTensorBytes / info->size ||
+        r.raw_size() != numel * info->size) {
+      return BlobError(file_name, epoch,
+                       where + "raw size does not match shape");
     }
     if (r.offset() != offset || r.stored_size() > payload_size - offset) {
-      return BlobError(file_name, epoch, where + "record does not fit the payload");
+      return BlobError(file_name, epoch,
+                       where + "record does not fit the payload");
     }
     offset += r.stored_size();
     switch (r.encoding()) {
       case pb::ENCODING_RAW:
         if (r.stored_size() != r.raw_size()) {
-          return BlobError(file_name, epoch, where + "raw record size mismatch");
+          return BlobError(file_name, epoch,
+                           where + "raw record size mismatch");
         }
         break;
       case pb::ENCODING_SHUFFLE_ZSTD:
       case pb::ENCODING_XOR_SHUFFLE_ZSTD:
         break;
       case pb::ENCODING_QUANT_ZSTD:
-        if (r.dtype() != pb::DTYPE_FLOAT32 ||
-            r.quant_bits() < 2 || r.quant_bits() > 16 ||
-            !(r.scale() >= 0.0) || !std::isfinite(r.scale())) {
-          return BlobError(file_name, epoch, where + "invalid quantized record");
+        if (r.dtype() != pb::DTYPE_FLOAT32 || r.quant_bits() < 2 ||
+            r.quant_bits() > 16 || !(r.scale() >= 0.0) ||
+            !std::isfinite(r.scale())) {
+          return BlobError(file_name, epoch,
+                           where + "invalid quantized record");
         }
         break;
       default:
@@ -438,7 +453,8 @@ absl::Status DecodeBlob(absl::string_view bytes, const pb::BlobHeader& header,
   PT_RETURN_IF_ERROR(CallTorch("decoding blob", [&] {
     for (const pb::TensorRecord& r : header.tensors()) {
       const std::string where = absl::StrCat("tensor '", r.name(), "': ");
-      const absl::string_view stored = payload.substr(r.offset(), r.stored_size());
+      const absl::string_view stored =
+          payload.substr(r.offset(), r.stored_size());
       if (Crc32(stored) != r.crc32()) {
         status = BlobError(file_name, epoch, where + "checksum mismatch");
         return;
@@ -458,13 +474,16 @@ absl::Status DecodeBlob(absl::string_view bytes, const pb::BlobHeader& header,
           r.encoding() == pb::ENCODING_XOR_SHUFFLE_ZSTD ||
           (r.encoding() == pb::ENCODING_QUANT_ZSTD && r.relative_to_base());
       if (needs_base && base == nullptr) {
-        status = absl::FailedPreconditionError(absl::StrCat(
-            "blob '", file_name, "' (epoch ", epoch, "): ", where,
-            "delta record without its base tensor of epoch ",
-            header.base_epoch()));
+        status = absl::FailedPreconditionError(
+            absl::StrCat("blob '", file_name, "' (epoch ", epoch, "): ", where,
+                         "delta record without its base tensor of epoch ",
+                         header.base_epoch()));
         return;
       }
-      at::Tensor t = needs_base ? *base : at::empty(shape, at::TensorOptions().dtype(info->scalar));
+      at::Tensor t =
+          needs_base
+              ? *base
+              : at::empty(shape, at::TensorOptions().dtype(info->scalar));
       uint8_t* dst = Bytes(t);
       absl::Status s;
       switch (r.encoding()) {

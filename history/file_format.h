@@ -60,12 +60,12 @@ struct BlobBuffers {
 
 // A blob file is `head` followed by `payload`.
 struct EncodedBlob {
-  std::string head;            // magic, lengths, header CRC, header
-  absl::string_view payload;   // points into BlobBuffers::payload
-  uint64_t size = 0;           // head + payload
-  uint32_t crc32 = 0;          // of the whole file
+  std::string head;           // magic, lengths, header CRC, header
+  absl::string_view payload;  // points into BlobBuffers::payload
+  uint64_t size = 0;          // head + payload
+  uint32_t crc32 = 0;         // of the whole file
   pb::BlobHeader header;
-  double max_abs_error = 0;   // lossy: largest |true - stored| of any value
+  double max_abs_error = 0;  // lossy: largest |true - stored| of any value
   uint64_t raw_bytes = 0;
 };
 

@@ -19,14 +19,16 @@ RetentionPolicy RetentionPolicy::KeepAll() {
   return RetentionPolicy(Make(pb::Retention::KEEP_ALL, 0, 0));
 }
 RetentionPolicy RetentionPolicy::KeepLast(int64_t n) {
-  return RetentionPolicy(Make(pb::Retention::KEEP_LAST, std::max<int64_t>(n, 1), 0));
+  return RetentionPolicy(
+      Make(pb::Retention::KEEP_LAST, std::max<int64_t>(n, 1), 0));
 }
 RetentionPolicy RetentionPolicy::KeepLatestHalf() {
   return RetentionPolicy(Make(pb::Retention::KEEP_LATEST_HALF, 0, 0));
 }
 RetentionPolicy RetentionPolicy::EveryKthPlusLast(int64_t k, int64_t n) {
   return RetentionPolicy(Make(pb::Retention::EVERY_KTH_PLUS_LAST,
-                              std::max<int64_t>(n, 0), std::max<int64_t>(k, 1)));
+                              std::max<int64_t>(n, 0),
+                              std::max<int64_t>(k, 1)));
 }
 
 absl::StatusOr<RetentionPolicy> RetentionPolicy::FromProto(

@@ -87,7 +87,8 @@ absl::StatusOr<std::unique_ptr<HistoryStore>> HistoryStore::Open(
   PT_ASSIGN_OR_RETURN(store->lock_, env->LockFile(JoinPath(dir, kLockName)));
   if (env->FileExists(JoinPath(dir, kManifestName))) {
     PT_RETURN_IF_ERROR(store->LoadManifest());
-    absl::Status same = CheckSameArchitecture(store->manifest_.model_spec(), spec);
+    absl::Status same =
+        CheckSameArchitecture(store->manifest_.model_spec(), spec);
     if (!same.ok()) {
       return absl::FailedPreconditionError(
           absl::StrCat("history store '", dir,
@@ -98,9 +99,9 @@ absl::StatusOr<std::unique_ptr<HistoryStore>> HistoryStore::Open(
                         env->GetChildren(dir));
     for (const std::string& name : children) {
       if (absl::StartsWith(name, "epoch-") && absl::EndsWith(name, ".blob")) {
-        return absl::DataLossError(absl::StrCat(
-            "history store '", dir, "' has blob files (", name,
-            ") but no MANIFEST; refusing to overwrite it"));
+        return absl::DataLossError(
+            absl::StrCat("history store '", dir, "' has blob files (", name,
+                         ") but no MANIFEST; refusing to overwrite it"));
       }
     }
     pb::Manifest m;
@@ -121,8 +122,8 @@ absl::StatusOr<std::unique_ptr<HistoryStore>> HistoryStore::OpenReadOnly(
     const std::string& dir, Env* env) {
   if (env == nullptr) env = Env::Default();
   if (!env->FileExists(JoinPath(dir, kManifestName))) {
-    return absl::NotFoundError(absl::StrCat(
-        "'", dir, "' is not a history store (no MANIFEST)"));
+    return absl::NotFoundError(
+        absl::StrCat("'", dir, "' is not a history store (no MANIFEST)"));
   }
   std::unique_ptr<HistoryStore> store(
       new HistoryStore(dir, env, HistoryOptions(), /*read_only=*/true));
@@ -196,7 +197,8 @@ absl::Status HistoryStore::Append(const EpochMetadata& meta,
   }
   std::lock_guard<std::mutex> append_lock(append_mu_);
   pb::Manifest m = manifest();
-  const pb::EpochEntry* last = m.epochs().empty() ? nullptr : &*m.epochs().rbegin();
+  const pb::EpochEntry* last =
+      m.epochs().empty() ? nullptr : &*m.epochs().rbegin();
   if (meta.epoch < 0 || (last && meta.epoch <= last->epoch())) {
     return absl::FailedPreconditionError(absl::StrCat(
         "history store '", dir_, "': cannot append epoch ", meta.epoch,
@@ -204,8 +206,8 @@ absl::Status HistoryStore::Append(const EpochMetadata& meta,
                             " are stored and are never overwritten")
              : "; epochs must be >= 0"));
   }
-  const bool chained = options_.codec == pb::CODEC_DELTA ||
-                       options_.codec == pb::CODEC_LOSSY;
+  const bool chained =
+      options_.codec == pb::CODEC_DELTA || options_.codec == pb::CODEC_LOSSY;
   const bool use_base = chained && last && !base_state_.empty() &&
                         base_epoch_ == last->epoch() &&
                         last->chain_depth() + 1 < options_.keyframe_interval;
@@ -216,10 +218,10 @@ absl::Status HistoryStore::Append(const EpochMetadata& meta,
   enc.lossy_delta_bits = options_.lossy_delta_bits;
   enc.lossy_min_elements = options_.lossy_min_elements;
   NamedTensors recon;
-  PT_ASSIGN_OR_RETURN(
-      EncodedBlob blob,
-      EncodeBlob(meta.epoch, std::move(state), use_base ? &base_state_ : nullptr,
-                 base_epoch_, enc, &buffers_, chained ? &recon : nullptr));
+  PT_ASSIGN_OR_RETURN(EncodedBlob blob,
+                      EncodeBlob(meta.epoch, std::move(state),
+                                 use_base ? &base_state_ : nullptr, base_epoch_,
+                                 enc, &buffers_, chained ? &recon : nullptr));
   const std::string blob_name = BlobFileName(meta.epoch);
   absl::Status written =
       WriteFileAtomically(blob_name, {blob.head, blob.payload});
@@ -263,7 +265,8 @@ absl::Status HistoryStore::Append(const EpochMetadata& meta,
       visible_entries.push_back(&x);
     }
   }
-  std::vector<bool> keep = options_.retention.Select(visible, m.epochs_appended());
+  std::vector<bool> keep =
+      options_.retention.Select(visible, m.epochs_appended());
   for (size_t i = 0; i < keep.size(); ++i) {
     if (!keep[i]) visible_entries[i]->set_visible(false);
   }
@@ -282,16 +285,17 @@ absl::Status HistoryStore::Append(const EpochMetadata& meta,
   std::string manifest_bytes = EncodeManifestFile(m);
   if (manifest_bytes.size() > kMaxManifestBytes) {
     env_->RemoveFile(JoinPath(dir_, blob_name)).IgnoreError();
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "history store '", dir_, "': the manifest would exceed ",
-        kMaxManifestBytes, " bytes; use a retention policy"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("history store '", dir_, "': the manifest would exceed ",
+                     kMaxManifestBytes, " bytes; use a retention policy"));
   }
   absl::Status committed = WriteFileAtomically(kManifestName, {manifest_bytes});
   if (!committed.ok()) {
     // The old MANIFEST is still in place; the new blob is an orphan.
     env_->RemoveFile(JoinPath(dir_, blob_name)).IgnoreError();
-    return Annotate(committed, absl::StrCat("history store '", dir_,
-                                            "': committing epoch ", meta.epoch));
+    return Annotate(
+        committed, absl::StrCat("history store '", dir_, "': committing epoch ",
+                                meta.epoch));
   }
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -301,17 +305,16 @@ absl::Status HistoryStore::Append(const EpochMetadata& meta,
     base_state_ = std::move(recon);
     base_epoch_ = meta.epoch;
   }
-  absl::Status synced =
-      options_.sync ? env_->SyncDir(dir_) : absl::OkStatus();
+  absl::Status synced = options_.sync ? env_->SyncDir(dir_) : absl::OkStatus();
   // Dropped blobs go after the commit; a failure leaves leftovers that the
   // next Open removes.
   for (const std::string& name : dropped) {
     env_->RemoveFile(JoinPath(dir_, name)).IgnoreError();
   }
-  return Annotate(synced, absl::StrCat("history store '", dir_, "': epoch ",
-                                       meta.epoch,
-                                       " was committed but the directory "
-                                       "sync failed"));
+  return Annotate(synced,
+                  absl::StrCat("history store '", dir_, "': epoch ", meta.epoch,
+                               " was committed but the directory "
+                               "sync failed"));
 }
 
 std::vector<pb::EpochEntry> HistoryStore::Epochs() const {
@@ -354,13 +357,13 @@ absl::Status HistoryStore::DecodeOne(const pb::EpochEntry& e,
   absl::StatusOr<std::string> bytes = env_->ReadFile(path, e.blob_size());
   if (!bytes.ok()) {
     return absl::DataLossError(absl::StrCat("corrupt blob '", e.blob_file(),
-                                            "' (epoch ", e.epoch(), "): ",
-                                            bytes.status().message()));
+                                            "' (epoch ", e.epoch(),
+                                            "): ", bytes.status().message()));
   }
   if (bytes->size() != e.blob_size()) {
     return absl::DataLossError(absl::StrCat(
-        "corrupt blob '", e.blob_file(), "' (epoch ", e.epoch(), "): ",
-        bytes->size(), " bytes, the manifest says ", e.blob_size()));
+        "corrupt blob '", e.blob_file(), "' (epoch ", e.epoch(),
+        "): ", bytes->size(), " bytes, the manifest says ", e.blob_size()));
   }
   if (Crc32(*bytes) != e.blob_crc32()) {
     return absl::DataLossError(absl::StrCat("corrupt blob '", e.blob_file(),
@@ -370,10 +373,10 @@ absl::Status HistoryStore::DecodeOne(const pb::EpochEntry& e,
   PT_ASSIGN_OR_RETURN(pb::BlobHeader header,
                       ParseBlobHeader(*bytes, e.blob_file(), e.epoch()));
   if (header.base_epoch() != e.base_epoch()) {
-    return absl::DataLossError(absl::StrCat(
-        "corrupt blob '", e.blob_file(), "' (epoch ", e.epoch(),
-        "): base epoch ", header.base_epoch(), ", the manifest says ",
-        e.base_epoch()));
+    return absl::DataLossError(
+        absl::StrCat("corrupt blob '", e.blob_file(), "' (epoch ", e.epoch(),
+                     "): base epoch ", header.base_epoch(),
+                     ", the manifest says ", e.base_epoch()));
   }
   return DecodeBlob(*bytes, header, e.blob_file(), state);
 }
@@ -385,15 +388,15 @@ absl::Status HistoryStore::DecodeChain(const pb::Manifest& m, int64_t target,
   for (int64_t x = target; x != -1;) {
     const pb::EpochEntry* e = FindEntry(m, x);
     if (e == nullptr) {
-      return absl::NotFoundError(absl::StrCat("history store '", dir_,
-                                              "' has no epoch ", x));
+      return absl::NotFoundError(
+          absl::StrCat("history store '", dir_, "' has no epoch ", x));
     }
     if (x == decoded) break;
     chain.push_back(e);
     x = e->base_epoch();
   }
-  const bool resume = !chain.empty() && chain.back()->base_epoch() == decoded &&
-                      decoded != -1;
+  const bool resume =
+      !chain.empty() && chain.back()->base_epoch() == decoded && decoded != -1;
   if (!resume && !(chain.empty() && decoded == target)) state->clear();
   for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
     PT_RETURN_IF_ERROR(DecodeOne(**it, state));
@@ -405,8 +408,8 @@ absl::StatusOr<NamedTensors> HistoryStore::ReadEpoch(int64_t epoch) const {
   pb::Manifest m = manifest();
   const pb::EpochEntry* e = FindEntry(m, epoch);
   if (e == nullptr || !e->visible()) {
-    return absl::NotFoundError(absl::StrCat(
-        "history store '", dir_, "' has no readable epoch ", epoch));
+    return absl::NotFoundError(absl::StrCat("history store '", dir_,
+                                            "' has no readable epoch ", epoch));
   }
   NamedTensors state;
   PT_RETURN_IF_ERROR(DecodeChain(m, epoch, -1, &state));

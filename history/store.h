@@ -76,7 +76,7 @@ struct EpochMetadata {
   int64_t epoch = 0;  // the user's epoch number; strictly increasing
   int64_t step = 0;   // global optimizer step at the snapshot
   std::map<std::string, double> metrics;
-  uint64_t seed = 0;  // the run's declared seed
+  uint64_t seed = 0;     // the run's declared seed
   double wall_time = 0;  // seconds since the Unix epoch; 0 means now
 };
 

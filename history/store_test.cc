@@ -1,5 +1,8 @@
 #include "history/store.h"
 
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
 #include <string>
 #include <vector>
 
@@ -9,9 +12,6 @@
 #include "common/module_state.h"
 #include "history/fault_injection_env.h"
 #include "tests/test_util.h"
-
-#include <gtest/gtest.h>
-#include <torch/torch.h>
 
 namespace posttrain {
 namespace {
@@ -154,12 +154,11 @@ TEST(HistoryStore, LossyStaysWithinItsRecordedBound) {
         EXPECT_TRUE(torch::equal((*state)[i].tensor, t[i].tensor));
         continue;
       }
-      worst = std::max(
-          worst,
-          ((*state)[i].tensor.to(torch::kDouble) - t[i].tensor.to(torch::kDouble))
-              .abs()
-              .max()
-              .item<double>());
+      worst = std::max(worst, ((*state)[i].tensor.to(torch::kDouble) -
+                               t[i].tensor.to(torch::kDouble))
+                                  .abs()
+                                  .max()
+                                  .item<double>());
     }
     EXPECT_LE(worst, entry.max_abs_error() * (1 + 1e-9)) << entry.epoch();
     EXPECT_LE(entry.max_abs_error(), store_bound);
@@ -308,8 +307,8 @@ TEST(HistoryStore, CorruptionOfEveryFileKindIsDetected) {
     const std::string original = ReadFileBytes(file);
     const uint64_t size = original.size();
     // Magic, framing, header and payload positions, spread over the file.
-    std::vector<uint64_t> offsets = {0, 7, 8, 12, 16, 20, 24, 40, size / 3,
-                                     size / 2, size - 1};
+    std::vector<uint64_t> offsets = {0,  7,  8,        12,       16,      20,
+                                     24, 40, size / 3, size / 2, size - 1};
     for (uint64_t off : offsets) {
       if (off >= size) continue;
       FlipByteAt(file, off);
@@ -344,9 +343,11 @@ TEST(HistoryStore, CorruptionOfEveryFileKindIsDetected) {
   WriteFileBytes(delta, kept.substr(0, kept.size() / 2));
   auto store = HistoryStore::OpenReadOnly(dir);
   ASSERT_TRUE(store.ok());
-  EXPECT_EQ((*store)->ReadEpoch(1).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ((*store)->ReadEpoch(1).status().code(),
+            absl::StatusCode::kDataLoss);
   std::remove(delta.c_str());
-  EXPECT_EQ((*store)->ReadEpoch(1).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ((*store)->ReadEpoch(1).status().code(),
+            absl::StatusCode::kDataLoss);
   auto e0 = (*store)->ReadEpoch(0);
   ASSERT_TRUE(e0.ok());
   EXPECT_EQ(DiffStates(*e0, truth[0]), "");
@@ -367,27 +368,35 @@ TEST(HistoryStore, MalformedManifestsAreRejected) {
     std::string expect;
   };
   std::vector<Case> cases = {
-      {"path escape", [](pb::Manifest* m) {
+      {"path escape",
+       [](pb::Manifest* m) {
          m->mutable_epochs(0)->set_blob_file("../../etc/passwd");
-       }, "canonical"},
-      {"absolute path", [](pb::Manifest* m) {
+       },
+       "canonical"},
+      {"absolute path",
+       [](pb::Manifest* m) {
          m->mutable_epochs(1)->set_blob_file("/tmp/epoch-00000001.blob");
-       }, "canonical"},
-      {"descending epochs", [](pb::Manifest* m) {
-         m->mutable_epochs(1)->set_epoch(0);
-       }, "ascending"},
-      {"missing base", [](pb::Manifest* m) {
-         m->mutable_epochs(1)->set_base_epoch(77);
-       }, "base epoch 77"},
-      {"huge blob", [](pb::Manifest* m) {
+       },
+       "canonical"},
+      {"descending epochs",
+       [](pb::Manifest* m) { m->mutable_epochs(1)->set_epoch(0); },
+       "ascending"},
+      {"missing base",
+       [](pb::Manifest* m) { m->mutable_epochs(1)->set_base_epoch(77); },
+       "base epoch 77"},
+      {"huge blob",
+       [](pb::Manifest* m) {
          m->mutable_epochs(0)->set_blob_size(uint64_t{1} << 62);
-       }, "out of range"},
-      {"bad keyframe interval", [](pb::Manifest* m) {
-         m->set_keyframe_interval(0);
-       }, "keyframe_interval"},
-      {"bad codec", [](pb::Manifest* m) {
+       },
+       "out of range"},
+      {"bad keyframe interval",
+       [](pb::Manifest* m) { m->set_keyframe_interval(0); },
+       "keyframe_interval"},
+      {"bad codec",
+       [](pb::Manifest* m) {
          m->mutable_epochs(0)->set_codec(static_cast<pb::Codec>(99));
-       }, "codec"},
+       },
+       "codec"},
       {"wrong version", [](pb::Manifest* m) { m->set_format_version(7); },
        "format_version"},
   };
@@ -459,8 +468,7 @@ TEST(HistoryStore, WriteFaultsLeaveEarlierEpochsIntact) {
   std::vector<Fault> faults = {
       {"disk full in blob", [&] { env.SetWriteBudget(100); },
        absl::StatusCode::kResourceExhausted},
-      {"disk full in manifest",
-       [&] { env.SetWriteBudget(64, "MANIFEST"); },
+      {"disk full in manifest", [&] { env.SetWriteBudget(64, "MANIFEST"); },
        absl::StatusCode::kResourceExhausted},
       {"short write", [&] { env.SetShortWrites(true); },
        absl::StatusCode::kDataLoss},
@@ -514,8 +522,10 @@ TEST(HistoryStore, OpenRemovesLeftoversAndRefusesOrphanedBlobs) {
   auto store = HistoryStore::Open(dir, {}, SpecOf(model));
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_FALSE(Env::Default()->FileExists(JoinPath(dir, "MANIFEST.tmp")));
-  EXPECT_FALSE(Env::Default()->FileExists(JoinPath(dir, "epoch-00000002.blob.tmp")));
-  EXPECT_FALSE(Env::Default()->FileExists(JoinPath(dir, "epoch-00000005.blob")));
+  EXPECT_FALSE(
+      Env::Default()->FileExists(JoinPath(dir, "epoch-00000002.blob.tmp")));
+  EXPECT_FALSE(
+      Env::Default()->FileExists(JoinPath(dir, "epoch-00000005.blob")));
   EXPECT_TRUE(Env::Default()->FileExists(JoinPath(dir, "notes.txt")));
   EXPECT_TRUE((*store)->Verify().ok());
   store->reset();
@@ -525,7 +535,8 @@ TEST(HistoryStore, OpenRemovesLeftoversAndRefusesOrphanedBlobs) {
   WriteFileBytes(JoinPath(bare, "epoch-00000000.blob"), "x");
   auto s = HistoryStore::Open(bare, {}, SpecOf(model));
   EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_TRUE(Env::Default()->FileExists(JoinPath(bare, "epoch-00000000.blob")));
+  EXPECT_TRUE(
+      Env::Default()->FileExists(JoinPath(bare, "epoch-00000000.blob")));
 }
 
 TEST(HistoryStore, IteratorDecodesEachChainOnce) {

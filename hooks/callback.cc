@@ -10,15 +10,15 @@ absl::Status CallbackList::ForEach(const char* event, Fn&& fn) {
   absl::Status first;
   for (const auto& cb : callbacks_) {
     absl::Status s;
-    absl::Status thrown = CallTorch(absl::StrCat(cb->name(), ".", event),
-                                    [&] { s = fn(*cb); });
+    absl::Status thrown =
+        CallTorch(absl::StrCat(cb->name(), ".", event), [&] { s = fn(*cb); });
     if (!thrown.ok()) {  // already names the callback and event
       if (first.ok()) first = thrown;
       continue;
     }
     if (!s.ok() && first.ok()) {
-      first = absl::Status(s.code(), absl::StrCat(cb->name(), ".", event, ": ",
-                                                  s.message()));
+      first = absl::Status(
+          s.code(), absl::StrCat(cb->name(), ".", event, ": ", s.message()));
     }
   }
   return first;
@@ -32,7 +32,8 @@ absl::Status CallbackList::OnEpochBegin(int64_t epoch) {
                  [&](Callback& c) { return c.OnEpochBegin(epoch); });
 }
 absl::Status CallbackList::OnBatchEnd(const BatchEnd& batch) {
-  return ForEach("OnBatchEnd", [&](Callback& c) { return c.OnBatchEnd(batch); });
+  return ForEach("OnBatchEnd",
+                 [&](Callback& c) { return c.OnBatchEnd(batch); });
 }
 absl::Status CallbackList::OnEpochEnd(int64_t epoch, const Metrics& metrics) {
   return ForEach("OnEpochEnd",

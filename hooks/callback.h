@@ -19,6 +19,8 @@
 #ifndef POSTTRAIN_HOOKS_CALLBACK_H_
 #define POSTTRAIN_HOOKS_CALLBACK_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <limits>
 #include <map>
@@ -27,8 +29,6 @@
 #include <vector>
 
 #include "absl/status/status.h"
-
-#include <ATen/core/Tensor.h>
 
 namespace posttrain {
 

@@ -1,12 +1,12 @@
 #include "hooks/callback.h"
 
+#include <gtest/gtest.h>
+
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
-
-#include <gtest/gtest.h>
 
 namespace posttrain {
 namespace {

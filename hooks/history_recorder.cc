@@ -1,13 +1,13 @@
 #include "hooks/history_recorder.h"
 
+#include <torch/nn/modules/container/sequential.h>
+
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/model_spec.h"
 #include "common/module_state.h"
 #include "common/status.h"
-
-#include <torch/nn/modules/container/sequential.h>
 
 namespace posttrain {
 
@@ -53,10 +53,12 @@ absl::Status HistoryRecorder::OnEpochEnd(int64_t epoch,
   if (!options_.is_writer || stopped_) return absl::OkStatus();
   PT_RETURN_IF_ERROR(open_status_);
   if (epoch <= last_epoch_) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "HistoryRecorder: epoch ", epoch, " is not after the last recorded "
-        "epoch ", last_epoch_, " of '", directory_,
-        "'; stored epochs are never overwritten"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("HistoryRecorder: epoch ", epoch,
+                     " is not after the last recorded "
+                     "epoch ",
+                     last_epoch_, " of '", directory_,
+                     "'; stored epochs are never overwritten"));
   }
   EpochMetadata meta;
   meta.epoch = epoch;

@@ -1,5 +1,8 @@
 #include "hooks/history_recorder.h"
 
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
 #include <chrono>
 #include <thread>
 
@@ -7,9 +10,6 @@
 #include "common/module_state.h"
 #include "history/fault_injection_env.h"
 #include "tests/test_util.h"
-
-#include <gtest/gtest.h>
-#include <torch/torch.h>
 
 namespace posttrain {
 namespace {
@@ -28,7 +28,8 @@ std::vector<NamedTensors> RunLoop(HistoryRecorder& recorder,
                                   torch::nn::Sequential& model, int64_t first,
                                   int64_t last, int steps) {
   std::vector<NamedTensors> truth;
-  at::Tensor x = torch::zeros({2, 1, 8, 8}), y = torch::zeros({2}, torch::kLong);
+  at::Tensor x = torch::zeros({2, 1, 8, 8}),
+             y = torch::zeros({2}, torch::kLong);
   for (int64_t e = first; e <= last; ++e) {
     for (int i = 0; i < steps; ++i) {
       EXPECT_TRUE(recorder.OnBatchEnd({x, y}).ok());
@@ -81,7 +82,8 @@ TEST(HistoryRecorder, ResumeContinuesNumberingAndSteps) {
   // Replaying an epoch that is stored is refused; nothing is overwritten.
   absl::Status replay = second.OnEpochEnd(1, {});
   EXPECT_EQ(replay.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_TRUE(absl::StrContains(replay.message(), "never overwritten")) << replay;
+  EXPECT_TRUE(absl::StrContains(replay.message(), "never overwritten"))
+      << replay;
   auto more = RunLoop(second, model, 3, 4, 4);
   ASSERT_TRUE(second.OnTrainEnd().ok());
   truth.insert(truth.end(), more.begin(), more.end());

@@ -1,5 +1,9 @@
 #include "robustness/fashion_mnist.h"
 
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/index_select.h>
+#include <ATen/ops/tensor.h>
 #include <zlib.h>
 
 #include <cstring>
@@ -11,11 +15,6 @@
 #include "common/status.h"
 #include "common/torch_status.h"
 #include "history/env.h"
-
-#include <ATen/ops/empty.h>
-#include <ATen/ops/from_blob.h>
-#include <ATen/ops/index_select.h>
-#include <ATen/ops/tensor.h>
 
 namespace posttrain {
 namespace {
@@ -44,7 +43,8 @@ class GzReader {
   absl::Status Read(void* dst, size_t n) {
     auto* p = static_cast<char*>(dst);
     while (n > 0) {
-      const unsigned chunk = static_cast<unsigned>(std::min<size_t>(n, 1u << 30));
+      const unsigned chunk =
+          static_cast<unsigned>(std::min<size_t>(n, 1u << 30));
       int got = gzread(file_, p, chunk);
       if (got <= 0) {
         return absl::DataLossError(
@@ -97,9 +97,9 @@ absl::StatusOr<ImageDataset> ReadIdxDataset(const std::string& images_path,
   }
   PT_ASSIGN_OR_RETURN(uint32_t lcount, labels.ReadU32());
   if (lcount != count) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'", labels_path, "' has ", lcount, " labels but '", images_path,
-        "' has ", count, " images"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", labels_path, "' has ", lcount, " labels but '",
+                     images_path, "' has ", count, " images"));
   }
   const int64_t n = limit >= 0 ? std::min<int64_t>(limit, count) : count;
   std::vector<uint8_t> pixels(static_cast<size_t>(n) * rows * cols);
@@ -108,9 +108,9 @@ absl::StatusOr<ImageDataset> ReadIdxDataset(const std::string& images_path,
   PT_RETURN_IF_ERROR(labels.Read(label_bytes.data(), label_bytes.size()));
   for (size_t i = 0; i < label_bytes.size(); ++i) {
     if (label_bytes[i] > 9) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "'", labels_path, "': label ", int{label_bytes[i]}, " of item ", i,
-          " is not in 0..9"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", labels_path, "': label ", int{label_bytes[i]},
+                       " of item ", i, " is not in 0..9"));
     }
   }
   ImageDataset d;
@@ -151,7 +151,8 @@ absl::StatusOr<FashionMnist> LoadFashionMnist(
   for (int64_t i = 0; i < n; ++i) perm[i] = i;
   std::mt19937_64 rng(options.seed);
   for (int64_t i = n - 1; i > 0; --i) {
-    const int64_t j = static_cast<int64_t>(rng() % static_cast<uint64_t>(i + 1));
+    const int64_t j =
+        static_cast<int64_t>(rng() % static_cast<uint64_t>(i + 1));
     std::swap(perm[i], perm[j]);
   }
   const int64_t half = n / 2;

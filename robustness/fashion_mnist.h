@@ -10,12 +10,12 @@
 #ifndef POSTTRAIN_ROBUSTNESS_FASHION_MNIST_H_
 #define POSTTRAIN_ROBUSTNESS_FASHION_MNIST_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
-
-#include <ATen/core/Tensor.h>
 
 namespace posttrain {
 

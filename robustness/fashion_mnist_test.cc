@@ -1,5 +1,7 @@
 #include "robustness/fashion_mnist.h"
 
+#include <gtest/gtest.h>
+#include <torch/torch.h>
 #include <zlib.h>
 
 #include <string>
@@ -7,15 +9,13 @@
 #include "absl/strings/match.h"
 #include "tests/test_util.h"
 
-#include <gtest/gtest.h>
-#include <torch/torch.h>
-
 namespace posttrain {
 namespace {
 
 std::string U32(uint32_t v) {
   std::string s(4, '\0');
-  for (int i = 0; i < 4; ++i) s[i] = static_cast<char>((v >> (24 - 8 * i)) & 0xff);
+  for (int i = 0; i < 4; ++i)
+    s[i] = static_cast<char>((v >> (24 - 8 * i)) & 0xff);
   return s;
 }
 
@@ -79,7 +79,8 @@ TEST(FashionMnist, BadFilesGiveErrorsNamingTheFile) {
   WriteGz(img, U32(0x803) + U32(1) + U32(2) + U32(2) + std::string(4, 'a'));
   WriteGz(lab, U32(0x801) + U32(1) + std::string(1, '\x0c'));
   d = ReadIdxDataset(img, lab);
-  EXPECT_TRUE(absl::StrContains(d.status().message(), "label 12")) << d.status();
+  EXPECT_TRUE(absl::StrContains(d.status().message(), "label 12"))
+      << d.status();
   EXPECT_EQ(ReadIdxDataset(dir + "/none.gz", lab).status().code(),
             absl::StatusCode::kNotFound);
 }

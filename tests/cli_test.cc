@@ -1,4 +1,5 @@
 // End-to-end test of the posttrain command-line tool on a real store.
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -8,8 +9,6 @@
 #include "absl/strings/str_cat.h"
 #include "history/store.h"
 #include "tests/test_util.h"
-
-#include <gtest/gtest.h>
 
 namespace posttrain {
 namespace {
@@ -63,7 +62,8 @@ TEST(Cli, ListsVerifiesAndReportsDamage) {
   testing::FlipByteAt(blob, testing::FileSize(blob) - 3);
   Result bad = RunTool("history verify " + dir);
   EXPECT_EQ(bad.exit_code, 1);
-  EXPECT_TRUE(absl::StrContains(bad.output, "epoch-00000001.blob")) << bad.output;
+  EXPECT_TRUE(absl::StrContains(bad.output, "epoch-00000001.blob"))
+      << bad.output;
   EXPECT_TRUE(absl::StrContains(bad.output, "epoch 1")) << bad.output;
 
   testing::WriteFileBytes(JoinPath(dir, "MANIFEST.tmp"), "x");

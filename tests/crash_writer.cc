@@ -33,7 +33,8 @@ int main(int argc, char** argv) {
     posttrain::EpochMetadata meta;
     meta.epoch = e;
     meta.step = e * 10;
-    absl::Status s = (*store)->Append(meta, posttrain::testing::SyntheticState(e, 4));
+    absl::Status s =
+        (*store)->Append(meta, posttrain::testing::SyntheticState(e, 4));
     if (!s.ok()) {
       std::fprintf(stderr, "%s\n", s.ToString().c_str());
       return 1;

@@ -1,6 +1,8 @@
 #include "tests/test_util.h"
 
+#include <gtest/gtest.h>
 #include <stdlib.h>
+#include <torch/torch.h>
 
 #include <cstring>
 #include <fstream>
@@ -8,9 +10,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-
-#include <gtest/gtest.h>
-#include <torch/torch.h>
 
 namespace posttrain::testing {
 
@@ -24,10 +23,10 @@ std::string MakeTempDir(const std::string& prefix) {
 torch::nn::Sequential SmallCnn(uint64_t seed) {
   torch::manual_seed(seed);
   namespace nn = torch::nn;
-  return nn::Sequential(
-      nn::Conv2d(nn::Conv2dOptions(1, 4, 3).padding(1)), nn::BatchNorm2d(4),
-      nn::ReLU(), nn::MaxPool2d(2), nn::Flatten(), nn::Linear(4 * 4 * 4, 16),
-      nn::BatchNorm1d(16), nn::ReLU(), nn::Linear(16, 3));
+  return nn::Sequential(nn::Conv2d(nn::Conv2dOptions(1, 4, 3).padding(1)),
+                        nn::BatchNorm2d(4), nn::ReLU(), nn::MaxPool2d(2),
+                        nn::Flatten(), nn::Linear(4 * 4 * 4, 16),
+                        nn::BatchNorm1d(16), nn::ReLU(), nn::Linear(16, 3));
 }
 
 void SimulateEpoch(torch::nn::Sequential& model, uint64_t seed) {
@@ -52,7 +51,8 @@ NamedTensors SyntheticState(int64_t epoch, int64_t scale) {
   s.push_back({"0.bias", torch::randn({8 * scale}, base_gen) * 0.1});
   s.push_back({"2.weight", torch::randn({10, 64 * scale}, base_gen) * 0.05});
   s.push_back({"1.num_batches_tracked", torch::full({}, 0, torch::kLong)});
-  auto gen = at::detail::createCPUGenerator(1000 + static_cast<uint64_t>(epoch));
+  auto gen =
+      at::detail::createCPUGenerator(1000 + static_cast<uint64_t>(epoch));
   for (auto& nt : s) {
     if (nt.tensor.is_floating_point()) {
       // The state of epoch e is the base plus e seeded steps, like training.
@@ -100,7 +100,9 @@ void FlipByteAt(const std::string& path, uint64_t offset) {
   WriteFileBytes(path, s);
 }
 
-uint64_t FileSize(const std::string& path) { return ReadFileBytes(path).size(); }
+uint64_t FileSize(const std::string& path) {
+  return ReadFileBytes(path).size();
+}
 
 void WriteFileBytes(const std::string& path, const std::string& bytes) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);

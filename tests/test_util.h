@@ -3,12 +3,12 @@
 #ifndef POSTTRAIN_TESTS_TEST_UTIL_H_
 #define POSTTRAIN_TESTS_TEST_UTIL_H_
 
+#include <torch/nn/modules/container/sequential.h>
+
 #include <cstdint>
 #include <string>
 
 #include "common/module_state.h"
-
-#include <torch/nn/modules/container/sequential.h>
 
 namespace posttrain::testing {
 

@@ -52,11 +52,11 @@ const char* CodecName(posttrain::pb::Codec c) {
 
 int List(const HistoryStore& store) {
   const posttrain::pb::Manifest m = store.manifest();
-  std::printf("store %s: %d layers, codec %s, keyframe every %u, %lld epochs "
-              "appended\n",
-              store.dir().c_str(), m.model_spec().layers_size(),
-              CodecName(m.codec()), m.keyframe_interval(),
-              static_cast<long long>(m.epochs_appended()));
+  std::printf(
+      "store %s: %d layers, codec %s, keyframe every %u, %lld epochs "
+      "appended\n",
+      store.dir().c_str(), m.model_spec().layers_size(), CodecName(m.codec()),
+      m.keyframe_interval(), static_cast<long long>(m.epochs_appended()));
   for (const auto& l : m.model_spec().layers()) {
     std::printf("  layer %-6s %s\n", l.name().c_str(),
                 posttrain::LayerSummary(l).c_str());
@@ -65,20 +65,20 @@ int List(const HistoryStore& store) {
               "codec", "base", "time (UTC)", "metrics");
   for (const auto& e : store.Epochs()) {
     std::vector<std::string> metrics;
-    for (const auto& [k, v] : e.metrics()) metrics.push_back(absl::StrCat(k, "=", v));
+    for (const auto& [k, v] : e.metrics())
+      metrics.push_back(absl::StrCat(k, "=", v));
     std::sort(metrics.begin(), metrics.end());
-    std::printf("%6lld %8lld %10llu %6s %5s  %-20s %s\n",
-                static_cast<long long>(e.epoch()),
-                static_cast<long long>(e.step()),
-                static_cast<unsigned long long>(e.blob_size()),
-                CodecName(e.codec()),
-                e.base_epoch() < 0 ? "-" : std::to_string(e.base_epoch()).c_str(),
-                absl::FormatTime("%Y-%m-%d %H:%M:%S",
-                                 absl::FromUnixSeconds(
-                                     static_cast<int64_t>(e.wall_time())),
-                                 absl::UTCTimeZone())
-                    .c_str(),
-                absl::StrJoin(metrics, " ").c_str());
+    std::printf(
+        "%6lld %8lld %10llu %6s %5s  %-20s %s\n",
+        static_cast<long long>(e.epoch()), static_cast<long long>(e.step()),
+        static_cast<unsigned long long>(e.blob_size()), CodecName(e.codec()),
+        e.base_epoch() < 0 ? "-" : std::to_string(e.base_epoch()).c_str(),
+        absl::FormatTime(
+            "%Y-%m-%d %H:%M:%S",
+            absl::FromUnixSeconds(static_cast<int64_t>(e.wall_time())),
+            absl::UTCTimeZone())
+            .c_str(),
+        absl::StrJoin(metrics, " ").c_str());
   }
   return 0;
 }

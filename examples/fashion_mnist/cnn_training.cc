@@ -1,19 +1,19 @@
 #include "cnn_training.h"
 
-#include <chrono>
-
 #include <torch/torch.h>
+
+#include <chrono>
 
 namespace fmnist {
 
 torch::nn::Sequential MakeCnn() {
   namespace nn = torch::nn;
-  return nn::Sequential(
-      nn::Conv2d(nn::Conv2dOptions(1, 16, 3).padding(1)), nn::BatchNorm2d(16),
-      nn::ReLU(), nn::MaxPool2d(2),
-      nn::Conv2d(nn::Conv2dOptions(16, 32, 3).padding(1)), nn::BatchNorm2d(32),
-      nn::ReLU(), nn::MaxPool2d(2), nn::Flatten(), nn::Linear(32 * 7 * 7, 64),
-      nn::ReLU(), nn::Linear(64, 10));
+  return nn::Sequential(nn::Conv2d(nn::Conv2dOptions(1, 16, 3).padding(1)),
+                        nn::BatchNorm2d(16), nn::ReLU(), nn::MaxPool2d(2),
+                        nn::Conv2d(nn::Conv2dOptions(16, 32, 3).padding(1)),
+                        nn::BatchNorm2d(32), nn::ReLU(), nn::MaxPool2d(2),
+                        nn::Flatten(), nn::Linear(32 * 7 * 7, 64), nn::ReLU(),
+                        nn::Linear(64, 10));
 }
 
 EpochResult TrainEpoch(
@@ -43,13 +43,14 @@ EpochResult TrainEpoch(
     if (on_batch) on_batch(x, y, logits.detach(), l);
   }
   r.loss = loss_sum / static_cast<double>(std::max<int64_t>(r.steps, 1));
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-                  .count();
+  r.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
   return r;
 }
 
-double Accuracy(torch::nn::Sequential& model, const posttrain::ImageDataset& data,
-                int64_t batch_size) {
+double Accuracy(torch::nn::Sequential& model,
+                const posttrain::ImageDataset& data, int64_t batch_size) {
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();

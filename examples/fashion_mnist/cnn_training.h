@@ -3,13 +3,13 @@
 #ifndef POSTTRAIN_EXAMPLES_FASHION_MNIST_CNN_TRAINING_H_
 #define POSTTRAIN_EXAMPLES_FASHION_MNIST_CNN_TRAINING_H_
 
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/optim/adam.h>
+
 #include <cstdint>
 #include <functional>
 
 #include "robustness/fashion_mnist.h"
-
-#include <torch/nn/modules/container/sequential.h>
-#include <torch/optim/adam.h>
 
 namespace fmnist {
 
@@ -18,8 +18,8 @@ namespace fmnist {
 torch::nn::Sequential MakeCnn();
 
 struct EpochResult {
-  double loss = 0;      // mean training loss
-  double seconds = 0;   // wall time of the epoch's batches
+  double loss = 0;     // mean training loss
+  double seconds = 0;  // wall time of the epoch's batches
   int64_t steps = 0;
 };
 
@@ -33,8 +33,8 @@ EpochResult TrainEpoch(
                              const at::Tensor&, double)>& on_batch = {});
 
 // Top-1 accuracy in [0, 1] of `model` on `data`, in eval mode.
-double Accuracy(torch::nn::Sequential& model, const posttrain::ImageDataset& data,
-                int64_t batch_size = 1000);
+double Accuracy(torch::nn::Sequential& model,
+                const posttrain::ImageDataset& data, int64_t batch_size = 1000);
 
 }  // namespace fmnist
 

@@ -6,6 +6,8 @@
 //
 // With --checkpoint=FILE the loop saves its own checkpoint every epoch and,
 // when restarted, resumes from it; the history continues where it ended.
+#include <torch/torch.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -16,8 +18,6 @@
 #include "cnn_training.h"
 #include "hooks/history_recorder.h"
 #include "robustness/fashion_mnist.h"
-
-#include <torch/torch.h>
 
 ABSL_FLAG(int, epochs, 6, "number of training epochs (in total, with resumes)");
 ABSL_FLAG(int64_t, train_size, -1,
@@ -39,11 +39,16 @@ ABSL_FLAG(std::string, checkpoint, "",
 namespace {
 
 bool ParseCodec(const std::string& name, posttrain::pb::Codec* codec) {
-  if (name == "raw") *codec = posttrain::pb::CODEC_RAW;
-  else if (name == "zstd") *codec = posttrain::pb::CODEC_ZSTD;
-  else if (name == "delta") *codec = posttrain::pb::CODEC_DELTA;
-  else if (name == "lossy") *codec = posttrain::pb::CODEC_LOSSY;
-  else return false;
+  if (name == "raw")
+    *codec = posttrain::pb::CODEC_RAW;
+  else if (name == "zstd")
+    *codec = posttrain::pb::CODEC_ZSTD;
+  else if (name == "delta")
+    *codec = posttrain::pb::CODEC_DELTA;
+  else if (name == "lossy")
+    *codec = posttrain::pb::CODEC_LOSSY;
+  else
+    return false;
   return true;
 }
 
@@ -66,14 +71,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", data.status().ToString().c_str());
     return 1;
   }
-  std::printf("Fashion-MNIST: %lld train, %lld validation, %lld test; %d threads\n",
-              static_cast<long long>(data->train.size()),
-              static_cast<long long>(data->validation.size()),
-              static_cast<long long>(data->test.size()), torch::get_num_threads());
+  std::printf(
+      "Fashion-MNIST: %lld train, %lld validation, %lld test; %d threads\n",
+      static_cast<long long>(data->train.size()),
+      static_cast<long long>(data->validation.size()),
+      static_cast<long long>(data->test.size()), torch::get_num_threads());
 
   torch::nn::Sequential model = fmnist::MakeCnn();
-  torch::optim::Adam optimizer(model->parameters(),
-                               torch::optim::AdamOptions(absl::GetFlag(FLAGS_lr)));
+  torch::optim::Adam optimizer(
+      model->parameters(), torch::optim::AdamOptions(absl::GetFlag(FLAGS_lr)));
 
   posttrain::HistoryRecorderOptions options;
   if (!ParseCodec(absl::GetFlag(FLAGS_codec), &options.store.codec)) {
@@ -100,7 +106,8 @@ int main(int argc, char** argv) {
   }
 
   std::printf("%5s %10s %9s %8s\n", "epoch", "loss", "val_acc", "seconds");
-  for (int64_t epoch = first_epoch; epoch < absl::GetFlag(FLAGS_epochs); ++epoch) {
+  for (int64_t epoch = first_epoch; epoch < absl::GetFlag(FLAGS_epochs);
+       ++epoch) {
     fmnist::EpochResult r = fmnist::TrainEpoch(
         model, optimizer, data->train, absl::GetFlag(FLAGS_batch_size),
         seed * 1000 + static_cast<uint64_t>(epoch),
@@ -132,11 +139,12 @@ int main(int argc, char** argv) {
       bytes += e.blob_size();
       raw += e.raw_bytes();
     }
-    std::printf("history store %s: %zu epochs, %llu bytes of blobs (%.2fx smaller "
-                "than raw fp32)\n",
-                store_dir.c_str(), store->Epochs().size(),
-                static_cast<unsigned long long>(bytes),
-                bytes ? static_cast<double>(raw) / bytes : 0.0);
+    std::printf(
+        "history store %s: %zu epochs, %llu bytes of blobs (%.2fx smaller "
+        "than raw fp32)\n",
+        store_dir.c_str(), store->Epochs().size(),
+        static_cast<unsigned long long>(bytes),
+        bytes ? static_cast<double>(raw) / bytes : 0.0);
   }
   return 0;
 }
