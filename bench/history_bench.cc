@@ -44,6 +44,9 @@ ABSL_FLAG(int, lossy_keyframe_bits,
           "lossy codec: bits of keyframe values");
 ABSL_FLAG(int, lossy_delta_bits, posttrain::HistoryOptions().lossy_delta_bits,
           "lossy codec: bits of delta values");
+ABSL_FLAG(
+    int, lossy_small_bits, posttrain::HistoryOptions().lossy_small_bits,
+    "lossy codec: bits of tensors under lossy_min_elements (0: lossless)");
 ABSL_FLAG(int64_t, lossy_min_elements,
           posttrain::HistoryOptions().lossy_min_elements,
           "lossy codec: smaller tensors are stored losslessly");
@@ -198,6 +201,7 @@ int main(int argc, char** argv) {
       enc.lossy_keyframe_bits = absl::GetFlag(FLAGS_lossy_keyframe_bits);
       enc.lossy_delta_bits = absl::GetFlag(FLAGS_lossy_delta_bits);
       enc.lossy_min_elements = absl::GetFlag(FLAGS_lossy_min_elements);
+      enc.lossy_small_bits = absl::GetFlag(FLAGS_lossy_small_bits);
       BlobBuffers buffers;
       for (int rep = 0; rep < 3 * repeats; ++rep) {
         std::vector<std::string> files;
@@ -240,6 +244,7 @@ int main(int argc, char** argv) {
       options.lossy_keyframe_bits = absl::GetFlag(FLAGS_lossy_keyframe_bits);
       options.lossy_delta_bits = absl::GetFlag(FLAGS_lossy_delta_bits);
       options.lossy_min_elements = absl::GetFlag(FLAGS_lossy_min_elements);
+      options.lossy_small_bits = absl::GetFlag(FLAGS_lossy_small_bits);
       options.zstd_level = absl::GetFlag(FLAGS_zstd_level);
       auto store = HistoryStore::Open(dir, options, spec);
       if (!store.ok()) Die(store.status());
@@ -306,10 +311,11 @@ int main(int argc, char** argv) {
       static_cast<long long>(data->validation.size()));
   std::printf(
       "  \"lossy_keyframe_bits\": %d, \"lossy_delta_bits\": %d, "
-      "\"lossy_min_elements\": %lld,\n",
+      "\"lossy_min_elements\": %lld, \"lossy_small_bits\": %d,\n",
       absl::GetFlag(FLAGS_lossy_keyframe_bits),
       absl::GetFlag(FLAGS_lossy_delta_bits),
-      static_cast<long long>(absl::GetFlag(FLAGS_lossy_min_elements)));
+      static_cast<long long>(absl::GetFlag(FLAGS_lossy_min_elements)),
+      absl::GetFlag(FLAGS_lossy_small_bits));
   std::printf("  \"codecs\": [\n");
   for (size_t i = 0; i < results.size(); ++i) {
     const CodecResult& r = results[i];

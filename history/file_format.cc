@@ -268,9 +268,10 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
     at::Tensor recon_t = t;
     // Quantize only finite values against a finite base; anything else is
     // stored losslessly (XOR against the base, or whole).
+    const bool small = t.numel() < options.lossy_min_elements;
     const bool quantize =
         lossy && info->dtype == pb::DTYPE_FLOAT32 &&
-        t.numel() >= options.lossy_min_elements &&
+        (!small || options.lossy_small_bits > 0) &&
         AllFinite(reinterpret_cast<const float*>(src), n / 4) &&
         (b == nullptr ||
          AllFinite(reinterpret_cast<const float*>(Bytes(*b)), n / 4));
@@ -279,8 +280,9 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
       payload.append(reinterpret_cast<const char*>(src), n);
     } else {
       float scale = -1.0f;
-      const int bits =
-          b ? options.lossy_delta_bits : options.lossy_keyframe_bits;
+      const int bits = small ? options.lossy_small_bits
+                       : b   ? options.lossy_delta_bits
+                             : options.lossy_keyframe_bits;
       const size_t count = n / 4;
       const size_t qbytes = count * QuantBytes(bits);
       const float* basef =

@@ -47,9 +47,11 @@ struct BlobEncodeOptions {
   int zstd_level = 1;
   int lossy_keyframe_bits = 7;  // in [2, 16]
   int lossy_delta_bits = 6;     // in [2, 16]
-  // Lossy: tensors with fewer elements (biases, BatchNorm statistics) are
-  // stored losslessly; they cost little and a model is most sensitive there.
+  // Lossy: tensors with fewer elements (biases, BatchNorm statistics, small
+  // layers) are quantized with lossy_small_bits, or stored losslessly when
+  // that is 0: they cost little and a model is most sensitive there.
   int64_t lossy_min_elements = 1024;
+  int lossy_small_bits = 16;
 };
 
 // Working memory of EncodeBlob. A writer keeps one and passes it to every

@@ -34,6 +34,11 @@ absl::Status CheckOptions(const HistoryOptions& o) {
     return absl::InvalidArgumentError(
         "HistoryOptions.keyframe_interval must be in [1, 65536]");
   }
+  if (o.lossy_small_bits != 0 &&
+      (o.lossy_small_bits < 2 || o.lossy_small_bits > 16)) {
+    return absl::InvalidArgumentError(
+        "HistoryOptions.lossy_small_bits must be 0 or in [2, 16]");
+  }
   for (int bits : {o.lossy_keyframe_bits, o.lossy_delta_bits}) {
     if (bits < 2 || bits > 16) {
       return absl::InvalidArgumentError(
@@ -217,6 +222,7 @@ absl::Status HistoryStore::Append(const EpochMetadata& meta,
   enc.lossy_keyframe_bits = options_.lossy_keyframe_bits;
   enc.lossy_delta_bits = options_.lossy_delta_bits;
   enc.lossy_min_elements = options_.lossy_min_elements;
+  enc.lossy_small_bits = options_.lossy_small_bits;
   NamedTensors recon;
   PT_ASSIGN_OR_RETURN(EncodedBlob blob,
                       EncodeBlob(meta.epoch, std::move(state),

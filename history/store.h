@@ -60,8 +60,10 @@ struct HistoryOptions {
   // [2, 16]. The defaults meet docs/BENCHMARKS.md's targets on the example.
   int lossy_keyframe_bits = 7;
   int lossy_delta_bits = 6;
-  // Lossy codec: tensors with fewer elements are stored losslessly.
+  // Lossy codec: tensors with fewer elements are quantized with
+  // lossy_small_bits (0: stored losslessly).
   int64_t lossy_min_elements = 1024;
+  int lossy_small_bits = 16;
   // Which epochs stay readable.
   RetentionPolicy retention = RetentionPolicy::KeepAll();
   // fsync files and the directory at every commit. Only tests of speed turn

@@ -167,6 +167,31 @@ TEST(HistoryStore, LossyStaysWithinItsRecordedBound) {
   }
 }
 
+TEST(HistoryStore, LossyKeepsSmallTensorsExactWhenAsked) {
+  const std::string dir = MakeTempDir("lossy-small");
+  HistoryOptions options;
+  options.codec = pb::CODEC_LOSSY;
+  options.lossy_small_bits = 0;      // small tensors lossless
+  options.lossy_min_elements = 100;  // conv weight (36) and biases are small
+  std::vector<NamedTensors> truth = WriteCnnHistory(dir, options, 3);
+  auto store = HistoryStore::OpenReadOnly(dir);
+  ASSERT_TRUE(store.ok());
+  auto state = (*store)->ReadEpoch(2);
+  ASSERT_TRUE(state.ok());
+  int exact = 0, approximate = 0;
+  for (size_t i = 0; i < truth[2].size(); ++i) {
+    const bool same = torch::equal((*state)[i].tensor, truth[2][i].tensor);
+    if (truth[2][i].tensor.numel() < 100) {
+      EXPECT_TRUE(same) << truth[2][i].name;
+      ++exact;
+    } else if (!same) {
+      ++approximate;
+    }
+  }
+  EXPECT_GT(exact, 5);
+  EXPECT_GT(approximate, 0);  // the large weights were quantized
+}
+
 TEST(HistoryStore, RetentionPolicies) {
   struct Case {
     RetentionPolicy policy;
