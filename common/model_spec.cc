@@ -43,6 +43,17 @@ void SetPair(const torch::ExpandingArray<D>& a,
   for (size_t i = 0; i < D; ++i) out->Add((*a)[i]);
 }
 
+template <typename Options>
+void DescribeBatchNorm(const Options& o, LayerSpec::Kind kind, LayerSpec* l) {
+  l->set_kind(kind);
+  l->set_num_features(o.num_features());
+  l->set_eps(o.eps());
+  l->set_cumulative_average(!o.momentum().has_value());
+  l->set_momentum(o.momentum().value_or(0.0));
+  l->set_affine(o.affine());
+  l->set_track_running_stats(o.track_running_stats());
+}
+
 std::string PathOf(const std::string& prefix, const std::string& name) {
   return prefix.empty() ? name : absl::StrCat(prefix, ".", name);
 }
@@ -87,23 +98,9 @@ absl::Status DescribeInto(const nn::SequentialImpl& seq,
         l->add_padding(0);
       }
     } else if (auto* bn1 = dynamic_cast<const nn::BatchNorm1dImpl*>(m)) {
-      const auto& o = bn1->options;
-      l->set_kind(LayerSpec::BATCH_NORM1D);
-      l->set_num_features(o.num_features());
-      l->set_eps(o.eps());
-      l->set_cumulative_average(!o.momentum().has_value());
-      l->set_momentum(o.momentum().value_or(0.0));
-      l->set_affine(o.affine());
-      l->set_track_running_stats(o.track_running_stats());
+      DescribeBatchNorm(bn1->options, LayerSpec::BATCH_NORM1D, l);
     } else if (auto* bn2 = dynamic_cast<const nn::BatchNorm2dImpl*>(m)) {
-      const auto& o = bn2->options;
-      l->set_kind(LayerSpec::BATCH_NORM2D);
-      l->set_num_features(o.num_features());
-      l->set_eps(o.eps());
-      l->set_cumulative_average(!o.momentum().has_value());
-      l->set_momentum(o.momentum().value_or(0.0));
-      l->set_affine(o.affine());
-      l->set_track_running_stats(o.track_running_stats());
+      DescribeBatchNorm(bn2->options, LayerSpec::BATCH_NORM2D, l);
     } else if (dynamic_cast<const nn::ReLUImpl*>(m)) {
       l->set_kind(LayerSpec::RELU);
     } else if (auto* lr = dynamic_cast<const nn::LeakyReLUImpl*>(m)) {
