@@ -57,6 +57,8 @@ void AsyncHistoryWriter::Run() {
     busy_ = true;
     l.unlock();
     cv_.notify_all();  // room in the queue
+    // Append never throws (it converts exceptions), so nothing can escape
+    // this thread and terminate the process.
     absl::Status s = store_->Append(job.meta, std::move(job.state));
     l.lock();
     busy_ = false;

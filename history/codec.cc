@@ -214,7 +214,13 @@ absl::Status CompressPlanes(const uint8_t* data, size_t n, size_t elem,
       }
     }
     if (kind == 0) out->append(reinterpret_cast<const char*>(src), plane);
-    const uint32_t len = static_cast<uint32_t>(out->size() - header_at - 5);
+    const size_t stored = out->size() - header_at - 5;
+    if (stored > std::numeric_limits<uint32_t>::max()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a byte plane of ", stored,
+                       " bytes exceeds the format's 4 GiB limit"));
+    }
+    const uint32_t len = static_cast<uint32_t>(stored);
     (*out)[header_at] = static_cast<char>(kind);
     for (int i = 0; i < 4; ++i) {
       (*out)[header_at + 1 + i] = static_cast<char>((len >> (8 * i)) & 0xff);

@@ -216,8 +216,6 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
           "lossy quantization bits must be in [2, 16], got ", bits));
     }
   }
-  BlobBuffers local;
-  if (buffers == nullptr) buffers = &local;
   std::string& payload = buffers->payload;
   std::string& scratch = buffers->scratch;
   std::string& scratch2 = buffers->scratch2;

@@ -77,8 +77,8 @@ struct EncodedBlob {
 // same-shaped, same-dtype base is stored whole. With base == nullptr the
 // blob is a keyframe. On return `*reconstruction` holds what a reader will
 // decode: `state` itself for lossless codecs (moved in), the dequantized
-// values for lossy. `buffers` may be null (temporary buffers are used); the
-// result's payload points into it.
+// values for lossy. The result's payload points into `*buffers`, valid until
+// the next use of `buffers`. REQUIRES: buffers != nullptr.
 absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
                                        const NamedTensors* base,
                                        int64_t base_epoch,

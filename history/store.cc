@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/model_spec.h"
 #include "common/status.h"
+#include "common/torch_status.h"
 #include "history/codec.h"
 
 namespace posttrain {
@@ -63,6 +64,44 @@ absl::flat_hash_set<int64_t> NeededEpochs(const pb::Manifest& m) {
   return needed;
 }
 
+// True when `s` is well-formed UTF-8 (protobuf refuses to parse a proto3
+// string field that is not, so none may reach a committed manifest).
+bool IsValidUtf8(absl::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t extra;
+    uint32_t cp;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c >> 5) == 0x6) {
+      extra = 1;
+      cp = c & 0x1f;
+    } else if ((c >> 4) == 0xe) {
+      extra = 2;
+      cp = c & 0x0f;
+    } else if ((c >> 3) == 0x1e) {
+      extra = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + extra >= s.size()) return false;  // truncated sequence
+    for (size_t k = 1; k <= extra; ++k) {
+      const auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d >> 6) != 0x2) return false;
+      cp = (cp << 6) | (d & 0x3f);
+    }
+    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[extra] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+      return false;
+    }
+    i += extra + 1;
+  }
+  return true;
+}
+
 const pb::EpochEntry* FindEntry(const pb::Manifest& m, int64_t epoch) {
   for (const auto& e : m.epochs()) {
     if (e.epoch() == epoch) return &e;
@@ -86,6 +125,9 @@ absl::StatusOr<std::unique_ptr<HistoryStore>> HistoryStore::Open(
     const pb::ModelSpec& spec) {
   PT_RETURN_IF_ERROR(CheckOptions(options));
   Env* env = options.env ? options.env : Env::Default();
+  if (!IsValidUtf8(options.created_by)) {
+    return absl::InvalidArgumentError("HistoryOptions.created_by is not UTF-8");
+  }
   PT_RETURN_IF_ERROR(env->CreateDirs(dir));
   std::unique_ptr<HistoryStore> store(
       new HistoryStore(dir, env, options, /*read_only=*/false));
@@ -196,6 +238,17 @@ absl::Status HistoryStore::RemoveLeftovers() {
 
 absl::Status HistoryStore::Append(const EpochMetadata& meta,
                                   NamedTensors state) {
+  // Nothing may throw past this point into a training loop or kill the
+  // writer thread: out-of-memory while encoding becomes ResourceExhausted.
+  absl::Status result;
+  absl::Status thrown =
+      CallTorch(absl::StrCat("history store '", dir_, "': epoch ", meta.epoch),
+                [&] { result = AppendImpl(meta, std::move(state)); });
+  return thrown.ok() ? result : thrown;
+}
+
+absl::Status HistoryStore::AppendImpl(const EpochMetadata& meta,
+                                      NamedTensors state) {
   if (read_only_) {
     return absl::FailedPreconditionError(
         absl::StrCat("history store '", dir_, "' is open read-only"));
@@ -210,6 +263,13 @@ absl::Status HistoryStore::Append(const EpochMetadata& meta,
         last ? absl::StrCat("; epochs up to ", last->epoch(),
                             " are stored and are never overwritten")
              : "; epochs must be >= 0"));
+  }
+  for (const auto& [key, value] : meta.metrics) {
+    if (!IsValidUtf8(key)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("history store '", dir_, "': epoch ", meta.epoch,
+                       ": metric name is not valid UTF-8"));
+    }
   }
   const bool chained =
       options_.codec == pb::CODEC_DELTA || options_.codec == pb::CODEC_LOSSY;

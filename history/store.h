@@ -105,8 +105,12 @@ class HistoryStore {
   // must be CPU, contiguous, and is consumed: the store keeps the tensors as
   // the base of the next delta, so the caller must not modify them later
   // (pass copies, as CopyModuleState makes). FailedPrecondition when
-  // meta.epoch is not above every stored epoch; on any error nothing stored
-  // before is changed.
+  // meta.epoch is not above every stored epoch; InvalidArgument for a metric
+  // name that is not UTF-8. On any error nothing stored before is changed,
+  // with one exception: when only the final directory fsync fails, the epoch
+  // is committed (and readable) but its durability is unknown; the error
+  // says so, and blobs dropped by retention are kept until the next Open.
+  // Never throws: out-of-memory becomes ResourceExhausted.
   absl::Status Append(const EpochMetadata& meta, NamedTensors state);
 
   // The readable epochs, ascending, with their metadata.
@@ -164,6 +168,7 @@ class HistoryStore {
   HistoryStore(std::string dir, Env* env, HistoryOptions options,
                bool read_only);
 
+  absl::Status AppendImpl(const EpochMetadata& meta, NamedTensors state);
   absl::Status LoadManifest();
   absl::Status CommitManifest(const pb::Manifest& manifest);
   absl::Status RemoveLeftovers();

@@ -601,7 +601,25 @@ TEST(HistoryStore, RejectsBadOptionsAndStates) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ((*store)->Append(Meta(-1), StateOf(model)).code(),
             absl::StatusCode::kFailedPrecondition);
+  // A sparse tensor makes torch throw inside the encoder: still a status.
+  NamedTensors sparse = {{"w", torch::eye(3).to_sparse()}};
+  EXPECT_FALSE((*store)->Append(Meta(0), sparse).ok());
+  // A metric name that is not UTF-8 would make the manifest unparseable.
+  EpochMetadata bad_name = Meta(0);
+  bad_name.metrics = {{"acc_\xe9", 0.9}};
+  absl::Status s = (*store)->Append(bad_name, StateOf(model));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "UTF-8")) << s;
   EXPECT_TRUE((*store)->Epochs().empty());
+  // Non-UTF-8 tensor names are fine (stored as bytes) and the store reopens.
+  NamedTensors odd = {{"w\xff", torch::ones({2})}};
+  ASSERT_TRUE((*store)->Append(Meta(0), odd).ok());
+  store->reset();
+  auto reopened = HistoryStore::OpenReadOnly(dir);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  auto back = (*reopened)->ReadEpoch(0);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ((*back)[0].name, "w\xff");
 }
 
 }  // namespace

@@ -14,7 +14,7 @@ namespace posttrain {
 HistoryRecorder::HistoryRecorder(const torch::nn::Sequential& model,
                                  std::string directory,
                                  HistoryRecorderOptions options)
-    : model_(model.ptr()),
+    : model_(model.is_empty() ? nullptr : model.ptr()),
       directory_(std::move(directory)),
       options_(std::move(options)) {}
 
@@ -24,6 +24,10 @@ HistoryRecorder::~HistoryRecorder() {
 
 absl::Status HistoryRecorder::EnsureOpen() {
   if (store_ != nullptr) return absl::OkStatus();
+  if (model_ == nullptr) {
+    return absl::InvalidArgumentError(
+        "HistoryRecorder: the model is an empty Sequential holder");
+  }
   PT_ASSIGN_OR_RETURN(pb::ModelSpec spec, DescribeSequential(*model_));
   PT_ASSIGN_OR_RETURN(store_,
                       HistoryStore::Open(directory_, options_.store, spec));
@@ -65,29 +69,37 @@ absl::Status HistoryRecorder::OnEpochEnd(int64_t epoch,
   meta.step = step_;
   meta.metrics = metrics;
   meta.seed = options_.seed;
-  PT_ASSIGN_OR_RETURN(NamedTensors state, CopyModuleState(*model_));
-  last_epoch_ = epoch;
-  absl::Status s;
-  if (writer_) {
-    s = writer_->Submit(std::move(meta), std::move(state));
-  } else {
-    s = store_->Append(meta, std::move(state));
+  absl::StatusOr<NamedTensors> state = CopyModuleState(*model_);
+  absl::Status s = state.status();
+  if (s.ok() && writer_) {
+    // Queued: the epoch number is taken even if the write fails later.
+    last_epoch_ = epoch;
+    s = writer_->Submit(std::move(meta), std::move(*state));
+    // An error here is an earlier epoch's, already counted by the writer.
+    if (!s.ok() && options_.stop_on_error) stopped_ = true;
+    return s;
+  }
+  if (s.ok()) {
+    s = store_->Append(meta, std::move(*state));
     if (s.ok()) {
+      last_epoch_ = epoch;
       ++sync_written_;
-    } else {
-      ++sync_failed_;
-      if (first_sync_error_.ok()) first_sync_error_ = s;
+      return s;
     }
   }
-  if (!s.ok() && options_.stop_on_error) stopped_ = true;
+  // The snapshot of this epoch failed (copy or synchronous write).
+  s = Annotate(s, absl::StrCat("HistoryRecorder: epoch ", epoch));
+  ++own_failed_;
+  if (first_own_error_.ok()) first_own_error_ = s;
+  if (options_.stop_on_error) stopped_ = true;
   return s;
 }
 
 absl::Status HistoryRecorder::OnTrainEnd() {
   if (!options_.is_writer) return absl::OkStatus();
   PT_RETURN_IF_ERROR(open_status_);
-  if (writer_) return writer_->Flush();
-  return first_sync_error_;
+  absl::Status written = writer_ ? writer_->Flush() : absl::OkStatus();
+  return first_own_error_.ok() ? written : first_own_error_;
 }
 
 size_t HistoryRecorder::snapshots_written() const {
@@ -95,7 +107,7 @@ size_t HistoryRecorder::snapshots_written() const {
 }
 
 size_t HistoryRecorder::snapshots_failed() const {
-  return writer_ ? writer_->failed() : sync_failed_;
+  return (writer_ ? writer_->failed() : 0) + own_failed_;
 }
 
 }  // namespace posttrain

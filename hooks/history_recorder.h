@@ -7,6 +7,9 @@
 // by OnTrainEnd, and training goes on; set stop_on_error to stop recording
 // after the first failure instead.
 //
+// A failed synchronous snapshot does not take the epoch number: the same
+// epoch may be retried once the cause (a full disk) is gone.
+//
 // Resuming: constructed again over the same directory (after the user's loop
 // restarted from its own checkpoint), the recorder continues the store's
 // history: last_epoch() and last_step() say where it ended, the step counter
@@ -99,8 +102,10 @@ class HistoryRecorder : public Callback {
   int64_t last_epoch_ = -1;
   int64_t step_ = 0;
   size_t sync_written_ = 0;
-  size_t sync_failed_ = 0;
-  absl::Status first_sync_error_;
+  // Failures seen here (copying the state, synchronous writes); the async
+  // writer counts its own.
+  size_t own_failed_ = 0;
+  absl::Status first_own_error_;
   bool stopped_ = false;
 };
 

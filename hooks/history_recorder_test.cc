@@ -149,9 +149,13 @@ TEST(HistoryRecorder, SyncModeReturnsTheErrorAtOnce) {
   env.SetShortWrites(true);
   absl::Status s = recorder.OnEpochEnd(0, {});
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_EQ(recorder.last_epoch(), -1);  // the failed epoch is not taken
   env.ClearFaults();
+  EXPECT_TRUE(recorder.OnEpochEnd(0, {}).ok());  // retried once space is back
   EXPECT_TRUE(recorder.OnEpochEnd(1, {}).ok());
   EXPECT_EQ(recorder.OnTrainEnd().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(recorder.snapshots_written(), 2u);
+  EXPECT_EQ(recorder.snapshots_failed(), 1u);
 }
 
 // A model trained on a GPU is snapshotted to CPU tensors and loads back onto
@@ -184,6 +188,9 @@ TEST(HistoryRecorder, UnsupportedModelAndNonWriterRanks) {
   EXPECT_TRUE(absl::StrContains(s.message(), "layer '1'")) << s;
   // Later events report the same problem instead of crashing.
   EXPECT_FALSE(recorder.OnEpochEnd(0, {}).ok());
+  // An empty holder is an error too, not an exception.
+  HistoryRecorder empty(torch::nn::Sequential(nullptr), dir + "/empty");
+  EXPECT_EQ(empty.OnTrainBegin().code(), absl::StatusCode::kInvalidArgument);
 
   HistoryRecorderOptions other_rank;
   other_rank.is_writer = false;
