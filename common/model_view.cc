@@ -1,0 +1,124 @@
+#include "common/model_view.h"
+
+#include <torch/nn/modules/container/any.h>
+#include <torch/nn/modules/container/sequential.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/model_spec.h"
+#include "common/status.h"
+#include "common/torch_status.h"
+
+namespace posttrain {
+
+struct ModelView::Impl {
+  pb::ModelSpec spec;
+  std::vector<Layer> layers;
+  std::vector<int> weighted;
+  // Parallel to layers. AnyModule::forward is non-const; running a forward
+  // does not change the view.
+  mutable std::vector<torch::nn::AnyModule> modules;
+};
+
+namespace {
+
+// Walks the Sequential and its spec together (DescribeSequential visits
+// children in the same order), collecting leaves.
+absl::Status Collect(
+    const torch::nn::SequentialImpl& seq,
+    const google::protobuf::RepeatedPtrField<pb::LayerSpec>& specs,
+    std::vector<ModelView::Layer>* layers,
+    std::vector<torch::nn::AnyModule>* modules) {
+  if (static_cast<int>(seq.size()) != specs.size()) {
+    return absl::InternalError("model and its spec disagree on layer count");
+  }
+  int i = 0;
+  for (const torch::nn::AnyModule& any : seq) {
+    const pb::LayerSpec& spec = specs.Get(i++);
+    if (spec.kind() == pb::LayerSpec::SEQUENTIAL) {
+      auto* child =
+          dynamic_cast<const torch::nn::SequentialImpl*>(any.ptr().get());
+      if (child == nullptr) {
+        return absl::InternalError(
+            absl::StrCat("layer '", spec.name(), "' is not a Sequential"));
+      }
+      PT_RETURN_IF_ERROR(Collect(*child, spec.children(), layers, modules));
+      continue;
+    }
+    ModelView::Layer layer;
+    layer.name = spec.name();
+    layer.spec = spec;
+    layer.weighted = spec.kind() == pb::LayerSpec::LINEAR ||
+                     spec.kind() == pb::LayerSpec::CONV2D;
+    layers->push_back(std::move(layer));
+    modules->push_back(any);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ModelView> ModelView::Create(
+    const torch::nn::Sequential& model) {
+  PT_ASSIGN_OR_RETURN(pb::ModelSpec spec, DescribeSequential(model));
+  auto impl = std::make_shared<Impl>();
+  impl->spec = std::move(spec);
+  PT_RETURN_IF_ERROR(
+      Collect(*model, impl->spec.layers(), &impl->layers, &impl->modules));
+  if (impl->layers.empty()) {
+    return absl::InvalidArgumentError("model has no layers");
+  }
+  for (int i = 0; i < static_cast<int>(impl->layers.size()); ++i) {
+    if (impl->layers[i].weighted) impl->weighted.push_back(i);
+  }
+  return ModelView(std::move(impl));
+}
+
+const std::vector<ModelView::Layer>& ModelView::layers() const {
+  return impl_->layers;
+}
+const std::vector<int>& ModelView::weighted_layers() const {
+  return impl_->weighted;
+}
+const pb::ModelSpec& ModelView::spec() const { return impl_->spec; }
+
+absl::StatusOr<int> ModelView::IndexOf(absl::string_view name) const {
+  for (int i = 0; i < size(); ++i) {
+    if (impl_->layers[i].name == name) return i;
+  }
+  return absl::NotFoundError(
+      absl::StrCat("the model has no layer '", name, "'"));
+}
+
+absl::StatusOr<at::Tensor> ModelView::Forward(
+    const at::Tensor& x, int end, const std::vector<int>& taps,
+    std::vector<at::Tensor>* tapped) const {
+  if (end < 1 || end > size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("forward end ", end, " outside [1, ", size(), "]"));
+  }
+  for (int t : taps) {
+    if (t < 0 || t >= end) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tapped layer ", t, " outside [0, ", end, ")"));
+    }
+  }
+  if (!taps.empty() && tapped == nullptr) {
+    return absl::InvalidArgumentError("taps given without an output vector");
+  }
+  if (tapped) tapped->assign(taps.size(), at::Tensor());
+  at::Tensor h = x;
+  for (int i = 0; i < end; ++i) {
+    PT_RETURN_IF_ERROR(
+        CallTorch(absl::StrCat("forward of layer '", impl_->layers[i].name,
+                               "' (", LayerSummary(impl_->layers[i].spec), ")"),
+                  [&] { h = impl_->modules[i].forward(h); }));
+    for (size_t k = 0; k < taps.size(); ++k) {
+      if (taps[k] == i) (*tapped)[k] = h;
+    }
+  }
+  return h;
+}
+
+}  // namespace posttrain

@@ -1,0 +1,73 @@
+// ModelView: a flat, named view of the leaf layers of a torch::nn::Sequential
+// (nested Sequentials flattened), built on the same pb::ModelSpec the history
+// store keeps, so there is one description of the layers. The view shares the
+// user's modules: running it runs the user's weights.
+//
+// Example:
+//   PT_ASSIGN_OR_RETURN(ModelView view, ModelView::Create(model));
+//   const int last_hidden = view.weighted_layers().end()[-2] + 1;  // its ReLU
+//   std::vector<at::Tensor> taps;
+//   PT_ASSIGN_OR_RETURN(at::Tensor logits,
+//                       view.Forward(x, view.size(), {last_hidden}, &taps));
+//
+// Thread safety: const methods may run concurrently if the modules' forwards
+// may (eval mode).
+#ifndef POSTTRAIN_COMMON_MODEL_VIEW_H_
+#define POSTTRAIN_COMMON_MODEL_VIEW_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/model_spec.pb.h"
+
+namespace torch::nn {
+class Sequential;
+}  // namespace torch::nn
+
+namespace posttrain {
+
+class ModelView {
+ public:
+  struct Layer {
+    std::string name;       // dotted path, the state-dict prefix ("3", "0.1")
+    pb::LayerSpec spec;     // kind and options (no children)
+    bool weighted = false;  // Linear or Conv2d: has synapses
+  };
+
+  // Errors: an unsupported layer (named), an empty model.
+  static absl::StatusOr<ModelView> Create(const torch::nn::Sequential& model);
+
+  // Leaf layers in forward order.
+  const std::vector<Layer>& layers() const;
+  int size() const { return static_cast<int>(layers().size()); }
+  // Indexes into layers() of the weighted layers, in forward order.
+  const std::vector<int>& weighted_layers() const;
+  // The description of the whole model (nested, as stored in a history).
+  const pb::ModelSpec& spec() const;
+  // Index of the layer with this name; NotFound naming it otherwise.
+  absl::StatusOr<int> IndexOf(absl::string_view name) const;
+
+  // Runs layers [0, end) on `x` and returns the last one's output (end ==
+  // size(): the model's output; this is truncation at layer end - 1). The
+  // outputs of the layers in `taps` (each in [0, end)) go to `*tapped`, in
+  // the order of `taps`. Errors: indexes out of range, torch errors (shape
+  // mismatch) naming the layer.
+  absl::StatusOr<at::Tensor> Forward(
+      const at::Tensor& x, int end, const std::vector<int>& taps = {},
+      std::vector<at::Tensor>* tapped = nullptr) const;
+
+ private:
+  struct Impl;
+  explicit ModelView(std::shared_ptr<const Impl> impl)
+      : impl_(std::move(impl)) {}
+  std::shared_ptr<const Impl> impl_;
+};
+
+}  // namespace posttrain
+
+#endif  // POSTTRAIN_COMMON_MODEL_VIEW_H_
