@@ -83,6 +83,13 @@ const std::vector<int>& ModelView::weighted_layers() const {
 }
 const pb::ModelSpec& ModelView::spec() const { return impl_->spec; }
 
+at::Tensor ModelView::Weight(int index) const {
+  if (index < 0 || index >= size() || !impl_->layers[index].weighted) return {};
+  const auto params = impl_->modules[index].ptr()->named_parameters(false);
+  const at::Tensor* w = params.find("weight");
+  return w ? *w : at::Tensor();
+}
+
 absl::StatusOr<int> ModelView::IndexOf(absl::string_view name) const {
   for (int i = 0; i < size(); ++i) {
     if (impl_->layers[i].name == name) return i;

@@ -49,6 +49,9 @@ class ModelView {
   const std::vector<int>& weighted_layers() const;
   // The description of the whole model (nested, as stored in a history).
   const pb::ModelSpec& spec() const;
+  // The weight of weighted layer `index` (the user's parameter, shared);
+  // an undefined tensor for other layers.
+  at::Tensor Weight(int index) const;
   // Index of the layer with this name; NotFound naming it otherwise.
   absl::StatusOr<int> IndexOf(absl::string_view name) const;
 

@@ -93,6 +93,17 @@ absl::Status Profile::AddBatch(const ModelView& view, const at::Tensor& inputs,
   return AddActivations(values, criteria);
 }
 
+absl::StatusOr<std::vector<at::Tensor>> Profile::NeuronValues(
+    const ModelView& view, const at::Tensor& inputs) const {
+  PT_ASSIGN_OR_RETURN(std::vector<at::Tensor> values,
+                      PointValues(points_, view, inputs));
+  std::vector<at::Tensor> out;
+  PT_RETURN_IF_ERROR(CallTorch("computing neuron values", [&] {
+    for (const at::Tensor& v : values) out.push_back(Neurons(v));
+  }));
+  return out;
+}
+
 absl::Status Profile::AddActivations(const std::vector<at::Tensor>& values,
                                      const at::Tensor& criteria) {
   if (values.size() != points_.size()) {

@@ -51,6 +51,10 @@ class Profile {
   // [B, ...]).
   absl::Status AddActivations(const std::vector<at::Tensor>& points,
                               const at::Tensor& criteria);
+  // The neuron values of every point for `inputs` (no grad): float64
+  // [B, features] each, as profiled (channels averaged over positions).
+  absl::StatusOr<std::vector<at::Tensor>> NeuronValues(
+      const ModelView& view, const at::Tensor& inputs) const;
   // Adds another profile of the same points and criteria.
   absl::Status Merge(const Profile& other);
 

@@ -1,0 +1,72 @@
+// Slicer: NNSlicer's forward and backward analysis (ALGORITHMS.md §1.2-1.4;
+// Zhang et al., FSE 2020; paper §3.1.1), written as two matrix products per
+// weighted layer, and the selection of key synapses and key neurons.
+//
+// For every input σ of a criterion, Δy_n(σ) = y_n(σ) - ȳ_n(D) at every
+// profile point; the backward walk seeds CONTRIB = +1 at the criterion's
+// output neuron and, per weighted layer with s_out = sign(CONTRIB_out) ⊙
+// sign(Δy_out) and s_in = sign(Δy_in):
+//   COUNT     += sign(W) ⊙ (s_outᵀ · s_in)
+//   CONTRIB_in = s_in ⊙ (s_out · sign(W))
+// Conv2d synapses use w_hn = Σ_{kh,kw} W[n,h] (groups respected); a Flatten
+// between a Conv2d and a Linear sums CONTRIB of a channel's elements and
+// averages their Δy.
+//
+// Example:
+//   std::vector<at::Tensor> counts;
+//   PT_RETURN_IF_ERROR(AccumulateCounts(view, profile, images_of_class_3,
+//                                       /*target=*/3, &counts));
+//   PT_ASSIGN_OR_RETURN(Slice slice, SelectKeySynapses(view, counts, {}));
+//
+// Thread safety: free functions; the model must not train meanwhile.
+#ifndef POSTTRAIN_SLICER_SLICER_H_
+#define POSTTRAIN_SLICER_SLICER_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/model_view.h"
+#include "slicer/profile.h"
+
+namespace posttrain {
+
+struct SliceOptions {
+  // Percentage of each weight tensor's synapses kept as key synapses, in
+  // (0, 100]. ALGORITHMS.md defaults: 95 (Dare), 80 (FMT).
+  double q = 95.0;
+};
+
+// The slice of one weighted layer.
+struct LayerSlice {
+  std::string layer;        // name of the weighted layer
+  at::Tensor counts;        // int64 [n_out, n_in]: COUNT per synapse
+  at::Tensor synapse_mask;  // bool, the weight's shape: key synapses
+  at::Tensor neuron_mask;   // bool [n_out]: outputs with a key synapse
+};
+
+struct Slice {
+  std::vector<LayerSlice> layers;  // the weighted layers, in forward order
+};
+
+// Adds the COUNTs of the inputs `inputs` (one criterion, target output
+// neuron `target`) to `*counts` (one int64 [n_out, n_in] per weighted layer;
+// created when empty). Errors: target out of range, NaN activations,
+// layouts the analysis does not cover (naming the layer).
+absl::Status AccumulateCounts(const ModelView& view, const Profile& profile,
+                              const at::Tensor& inputs, int64_t target,
+                              std::vector<at::Tensor>* counts);
+
+// Per weight tensor, the ceil(q% of its synapses) with the largest COUNT
+// (ties to the lower index) are key synapses. Errors: q outside (0, 100],
+// counts that do not match the model.
+absl::StatusOr<Slice> SelectKeySynapses(const ModelView& view,
+                                        const std::vector<at::Tensor>& counts,
+                                        const SliceOptions& options);
+
+}  // namespace posttrain
+
+#endif  // POSTTRAIN_SLICER_SLICER_H_

@@ -1,0 +1,200 @@
+#include "slicer/slicer.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <random>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace posttrain {
+namespace {
+
+namespace nn = torch::nn;
+
+double Sgn(double v) { return (v > 0) - (v < 0); }
+
+// Plain-loop reference of Eq. 7 (ALGORITHMS.md §1.3): for every input, every
+// weighted layer from the output down, every output neuron with CONTRIB != 0
+// and every input neuron. Shares only the forward values (Δy) with the code
+// under test.
+std::vector<at::Tensor> ReferenceCounts(const ModelView& view,
+                                        const Profile& profile,
+                                        const at::Tensor& inputs,
+                                        int64_t target) {
+  auto values = *profile.NeuronValues(view, inputs);
+  std::vector<at::Tensor> delta;
+  for (int p = 0; p < profile.num_points(); ++p) {
+    delta.push_back(values[p] - *profile.Mean(p));
+  }
+  const auto& weighted = view.weighted_layers();
+  std::vector<at::Tensor> counts(weighted.size());
+  for (int64_t b = 0; b < inputs.size(0); ++b) {
+    std::vector<double> contrib(delta.back().size(1), 0.0);
+    contrib[target] = 1.0;
+    for (int k = static_cast<int>(weighted.size()) - 1; k >= 0; --k) {
+      const auto& spec = view.layers()[weighted[k]].spec;
+      at::Tensor w = view.Weight(weighted[k]).to(torch::kDouble);
+      const bool conv = spec.kind() == pb::LayerSpec::CONV2D;
+      const int64_t n_out = conv ? spec.out_channels() : spec.out_features();
+      const int64_t n_in = conv ? spec.in_channels() : spec.in_features();
+      const int64_t groups = conv ? spec.groups() : 1;
+      if (!counts[k].defined()) {
+        counts[k] = torch::zeros({n_out, n_in}, torch::kLong);
+      }
+      // Δy and CONTRIB of the output neurons (channels after a Flatten).
+      const int64_t per = delta[k + 1].size(1) / n_out;
+      at::Tensor dy_out =
+          delta[k + 1][b].reshape({n_out, per}).mean(1);  // same rounding
+      std::vector<double> c_out(n_out, 0.0);
+      for (int64_t n = 0; n < n_out; ++n) {
+        for (int64_t e = 0; e < per; ++e) c_out[n] += contrib[n * per + e];
+      }
+      std::vector<double> c_in(n_in, 0.0);
+      auto cnt = counts[k].accessor<int64_t, 2>();
+      for (int64_t n = 0; n < n_out; ++n) {
+        if (c_out[n] == 0) continue;
+        for (int64_t h = 0; h < n_in; ++h) {
+          double w_hn = 0;
+          if (!conv) {
+            w_hn = w[n][h].item<double>();
+          } else {
+            const int64_t in_g = n_in / groups, out_g = n_out / groups;
+            if (h / in_g == n / out_g) {
+              w_hn = w[n][h % in_g].sum().item<double>();
+            }
+          }
+          const double c = Sgn(c_out[n]) * Sgn(dy_out[n].item<double>()) *
+                           Sgn(w_hn) * Sgn(delta[k][b][h].item<double>());
+          c_in[h] += c;
+          cnt[n][h] += static_cast<int64_t>(c);
+        }
+      }
+      contrib = c_in;
+    }
+  }
+  return counts;
+}
+
+nn::Sequential RandomNet(std::mt19937& rng, bool* is_cnn) {
+  auto pick = [&](int lo, int hi) {
+    return std::uniform_int_distribution<int>(lo, hi)(rng);
+  };
+  nn::Sequential net;
+  *is_cnn = pick(0, 1) == 1;
+  int64_t features;
+  if (*is_cnn) {
+    const int c1 = 2 * pick(1, 2), c2 = 2 * pick(1, 2);
+    net->push_back(nn::Conv2d(nn::Conv2dOptions(1, c1, 3).padding(1)));
+    net->push_back(nn::ReLU());
+    net->push_back(nn::MaxPool2d(2));
+    net->push_back(
+        nn::Conv2d(nn::Conv2dOptions(c1, c2, 3).padding(1).groups(pick(1, 2))));
+    net->push_back(nn::ReLU());
+    net->push_back(nn::Flatten());
+    features = c2 * 3 * 3;
+  } else {
+    net->push_back(nn::Flatten());
+    features = 36;
+  }
+  const int hidden = pick(1, 3);
+  for (int i = 0; i < hidden; ++i) {
+    const int width = pick(2, 7);
+    net->push_back(nn::Linear(features, width));
+    net->push_back(nn::ReLU());
+    features = width;
+  }
+  net->push_back(nn::Linear(features, 3));
+  // Some exact zeros, so sign(w) = 0 is exercised.
+  torch::NoGradGuard g;
+  for (auto& p : net->parameters()) {
+    p.mul_(torch::rand(p.sizes()).gt(0.1).to(p.dtype()));
+  }
+  return net;
+}
+
+TEST(Slicer, MatchesThePlainLoopReferenceOn60RandomNets) {
+  std::mt19937 rng(7);
+  int cnns = 0;
+  int64_t nonzero = 0;  // the comparison is not of all-zero counts
+  for (int net_no = 0; net_no < 60; ++net_no) {
+    torch::manual_seed(100 + net_no);
+    bool is_cnn = false;
+    nn::Sequential net = RandomNet(rng, &is_cnn);
+    cnns += is_cnn;
+    auto view = ModelView::Create(net);
+    ASSERT_TRUE(view.ok()) << view.status();
+    torch::Tensor data = torch::rand({20, 1, 6, 6});
+    auto profile = Profile::Create(*view, data.slice(0, 0, 1), 0);
+    ASSERT_TRUE(profile.ok()) << profile.status();
+    ASSERT_TRUE(
+        profile->AddBatch(*view, data, torch::full({20}, -1, torch::kLong))
+            .ok());
+    torch::Tensor inputs = torch::rand({7, 1, 6, 6});
+    const int64_t target = net_no % 3;
+    std::vector<at::Tensor> counts;
+    // Two batches accumulate like one.
+    ASSERT_TRUE(AccumulateCounts(*view, *profile, inputs.slice(0, 0, 3), target,
+                                 &counts)
+                    .ok());
+    ASSERT_TRUE(
+        AccumulateCounts(*view, *profile, inputs.slice(0, 3), target, &counts)
+            .ok());
+    auto expected = ReferenceCounts(*view, *profile, inputs, target);
+    ASSERT_EQ(counts.size(), expected.size());
+    for (size_t k = 0; k < counts.size(); ++k) {
+      nonzero += counts[k].ne(0).sum().item<int64_t>();
+      ASSERT_TRUE(torch::equal(counts[k], expected[k]))
+          << "net " << net_no << " layer " << k << "\n"
+          << counts[k] << "\nexpected\n"
+          << expected[k];
+    }
+  }
+  EXPECT_GE(cnns, 15);
+  EXPECT_GT(nonzero, 1000);
+}
+
+TEST(Slicer, SelectsTheTopQPercentWithTiesToTheLowerIndex) {
+  nn::Sequential net(nn::Conv2d(nn::Conv2dOptions(2, 2, 1)), nn::Flatten(),
+                     nn::Linear(2, 2));
+  auto view = ModelView::Create(net);
+  ASSERT_TRUE(view.ok());
+  // Conv counts [out=2, in=2]; Linear counts [2, 2].
+  std::vector<at::Tensor> counts = {
+      torch::tensor({{5, -1}, {5, 0}}, torch::kLong),
+      torch::tensor({{1, 1}, {1, 3}}, torch::kLong)};
+  auto slice = SelectKeySynapses(*view, counts, {50.0});
+  ASSERT_TRUE(slice.ok()) << slice.status();
+  // Conv: the two 5s. Linear: 3, then the first 1 (index 0).
+  EXPECT_TRUE(torch::equal(slice->layers[0].synapse_mask.reshape({2, 2}),
+                           torch::tensor({{true, false}, {true, false}})));
+  EXPECT_EQ(slice->layers[0].synapse_mask.sizes(),
+            net[0]->as<nn::Conv2d>()->weight.sizes());
+  EXPECT_TRUE(torch::equal(slice->layers[1].synapse_mask,
+                           torch::tensor({{true, false}, {false, true}})));
+  EXPECT_TRUE(
+      torch::equal(slice->layers[1].neuron_mask, torch::tensor({true, true})));
+  auto all = SelectKeySynapses(*view, counts, {100.0});
+  EXPECT_TRUE(all->layers[1].synapse_mask.all().item<bool>());
+  for (double q : {0.0, -5.0, 100.5}) {
+    auto bad = SelectKeySynapses(*view, counts, {q});
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << q;
+  }
+}
+
+TEST(Slicer, RejectsABadTarget) {
+  nn::Sequential net(nn::Flatten(), nn::Linear(4, 3));
+  auto view = ModelView::Create(net);
+  torch::Tensor x = torch::rand({4, 1, 2, 2});
+  auto profile = Profile::Create(*view, x.slice(0, 0, 1), 0);
+  ASSERT_TRUE(
+      profile->AddBatch(*view, x, torch::full({4}, -1, torch::kLong)).ok());
+  std::vector<at::Tensor> counts;
+  absl::Status s = AccumulateCounts(*view, *profile, x, 3, &counts);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "target output neuron 3")) << s;
+}
+
+}  // namespace
+}  // namespace posttrain
