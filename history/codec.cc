@@ -115,13 +115,34 @@ void XorBytes(const uint8_t* a, const uint8_t* b, size_t n, uint8_t* out) {
 
 size_t ZstdCompressBound(size_t n) { return ZSTD_compressBound(n); }
 
+namespace {
+
+// One compression and one decompression context per thread, reused: a fresh
+// context per call (what ZSTD_compress does) allocates and clears its tables
+// every time.
+struct ZstdContexts {
+  ZSTD_CCtx* c = ZSTD_createCCtx();
+  ZSTD_DCtx* d = ZSTD_createDCtx();
+  ~ZstdContexts() {
+    ZSTD_freeCCtx(c);
+    ZSTD_freeDCtx(d);
+  }
+};
+
+ZstdContexts& Contexts() {
+  thread_local ZstdContexts contexts;
+  return contexts;
+}
+
+}  // namespace
+
 absl::Status ZstdCompressAppend(absl::string_view data, int level,
                                 std::string* out) {
   const size_t bound = ZSTD_compressBound(data.size());
   const size_t old = out->size();
   out->resize(old + bound);
-  const size_t n =
-      ZSTD_compress(out->data() + old, bound, data.data(), data.size(), level);
+  const size_t n = ZSTD_compressCCtx(Contexts().c, out->data() + old, bound,
+                                     data.data(), data.size(), level);
   if (ZSTD_isError(n)) {
     out->resize(old);
     return absl::InternalError(
@@ -140,7 +161,8 @@ absl::Status ZstdDecompress(absl::string_view frame, uint8_t* out,
     return absl::DataLossError(absl::StrCat(
         "zstd frame does not declare the expected ", out_size, " bytes"));
   }
-  const size_t n = ZSTD_decompress(out, out_size, frame.data(), frame.size());
+  const size_t n = ZSTD_decompressDCtx(Contexts().d, out, out_size,
+                                       frame.data(), frame.size());
   if (ZSTD_isError(n)) {
     return absl::DataLossError(
         absl::StrCat("zstd decompression failed: ", ZSTD_getErrorName(n)));
