@@ -53,6 +53,10 @@ absl::Status AccumulateCounts(const ModelView& view, const Profile& profile,
                               std::vector<at::Tensor>* counts) {
   const std::vector<int>& weighted = view.weighted_layers();
   if (weighted.empty()) return absl::InvalidArgumentError("no weighted layers");
+  if (!inputs.defined() || inputs.dim() == 0 || inputs.size(0) == 0) {
+    return absl::InvalidArgumentError(
+        "the criterion has no inputs to slice with");
+  }
   if (profile.num_points() != static_cast<int>(weighted.size()) + 1) {
     return absl::InvalidArgumentError("the profile is not of this model");
   }
@@ -164,6 +168,79 @@ absl::StatusOr<Slice> SelectKeySynapses(const ModelView& view,
     }
   }));
   PT_RETURN_IF_ERROR(status);
+  return slice;
+}
+
+}  // namespace posttrain
+
+namespace posttrain {
+
+pb::SliceProto SliceToProto(const Slice& slice, int criterion, double q) {
+  pb::SliceProto out;
+  out.set_version(1);
+  out.set_criterion(criterion);
+  out.set_q(q);
+  for (const LayerSlice& l : slice.layers) {
+    pb::LayerSliceProto* p = out.add_layers();
+    p->set_layer(l.layer);
+    for (int64_t d : l.counts.sizes()) p->add_counts_shape(d);
+    at::Tensor c = l.counts.contiguous();
+    p->mutable_counts()->Add(c.data_ptr<int64_t>(),
+                             c.data_ptr<int64_t>() + c.numel());
+    for (int64_t d : l.synapse_mask.sizes()) p->add_weight_shape(d);
+    at::Tensor m = l.synapse_mask.to(torch::kUInt8).contiguous();
+    p->set_synapse_mask(reinterpret_cast<const char*>(m.data_ptr<uint8_t>()),
+                        m.numel());
+    at::Tensor n = l.neuron_mask.to(torch::kUInt8).contiguous();
+    p->set_neuron_mask(reinterpret_cast<const char*>(n.data_ptr<uint8_t>()),
+                       n.numel());
+  }
+  return out;
+}
+
+absl::StatusOr<Slice> SliceFromProto(const pb::SliceProto& proto) {
+  if (proto.version() != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("slice version ", proto.version(), " is not supported"));
+  }
+  Slice slice;
+  for (const pb::LayerSliceProto& p : proto.layers()) {
+    auto bad = [&](absl::string_view what) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("slice of layer '", p.layer(), "': ", what));
+    };
+    if (p.counts_shape_size() != 2 || p.counts_shape(0) <= 0 ||
+        p.counts_shape(1) <= 0 ||
+        p.counts_size() != p.counts_shape(0) * p.counts_shape(1)) {
+      return bad("counts do not match their shape");
+    }
+    int64_t weight_numel = 1;
+    for (int64_t d : p.weight_shape()) {
+      if (d <= 0 || d > (int64_t{1} << 32)) return bad("invalid weight shape");
+      weight_numel *= d;
+    }
+    if (p.weight_shape_size() < 2 || p.weight_shape(0) != p.counts_shape(0) ||
+        static_cast<int64_t>(p.synapse_mask().size()) != weight_numel ||
+        static_cast<int64_t>(p.neuron_mask().size()) != p.counts_shape(0)) {
+      return bad("masks do not match the shapes");
+    }
+    LayerSlice l;
+    l.layer = p.layer();
+    l.counts =
+        torch::from_blob(const_cast<int64_t*>(p.counts().data()),
+                         {p.counts_shape(0), p.counts_shape(1)}, torch::kLong)
+            .clone();
+    std::vector<int64_t> shape(p.weight_shape().begin(),
+                               p.weight_shape().end());
+    l.synapse_mask =
+        torch::from_blob(const_cast<char*>(p.synapse_mask().data()), shape,
+                         torch::kUInt8)
+            .ne(0);
+    l.neuron_mask = torch::from_blob(const_cast<char*>(p.neuron_mask().data()),
+                                     {p.counts_shape(0)}, torch::kUInt8)
+                        .ne(0);
+    slice.layers.push_back(std::move(l));
+  }
   return slice;
 }
 

@@ -52,10 +52,15 @@ struct Slice {
   std::vector<LayerSlice> layers;  // the weighted layers, in forward order
 };
 
+// Serialization (slicer/profile.proto). FromProto validates every size and
+// names the layer at fault.
+pb::SliceProto SliceToProto(const Slice& slice, int criterion, double q);
+absl::StatusOr<Slice> SliceFromProto(const pb::SliceProto& proto);
+
 // Adds the COUNTs of the inputs `inputs` (one criterion, target output
 // neuron `target`) to `*counts` (one int64 [n_out, n_in] per weighted layer;
-// created when empty). Errors: target out of range, NaN activations,
-// layouts the analysis does not cover (naming the layer).
+// created when empty). Errors: no inputs, target out of range, NaN
+// activations, layouts the analysis does not cover (naming the layer).
 absl::Status AccumulateCounts(const ModelView& view, const Profile& profile,
                               const at::Tensor& inputs, int64_t target,
                               std::vector<at::Tensor>* counts);

@@ -175,6 +175,21 @@ TEST(Slicer, SelectsTheTopQPercentWithTiesToTheLowerIndex) {
                            torch::tensor({{true, false}, {false, true}})));
   EXPECT_TRUE(
       torch::equal(slice->layers[1].neuron_mask, torch::tensor({true, true})));
+  // Serialized and back.
+  auto back = SliceFromProto(SliceToProto(*slice, 3, 50.0));
+  ASSERT_TRUE(back.ok()) << back.status();
+  for (size_t k = 0; k < 2; ++k) {
+    EXPECT_TRUE(torch::equal(back->layers[k].counts, slice->layers[k].counts));
+    EXPECT_TRUE(torch::equal(back->layers[k].synapse_mask,
+                             slice->layers[k].synapse_mask));
+    EXPECT_TRUE(torch::equal(back->layers[k].neuron_mask,
+                             slice->layers[k].neuron_mask));
+  }
+  pb::SliceProto broken = SliceToProto(*slice, 3, 50.0);
+  broken.mutable_layers(1)->mutable_counts()->RemoveLast();
+  auto rejected = SliceFromProto(broken);
+  EXPECT_TRUE(absl::StrContains(rejected.status().message(), "layer '2'"))
+      << rejected.status();
   auto all = SelectKeySynapses(*view, counts, {100.0});
   EXPECT_TRUE(all->layers[1].synapse_mask.all().item<bool>());
   for (double q : {0.0, -5.0, 100.5}) {
@@ -194,6 +209,10 @@ TEST(Slicer, RejectsABadTarget) {
   absl::Status s = AccumulateCounts(*view, *profile, x, 3, &counts);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(s.message(), "target output neuron 3")) << s;
+  // A criterion without inputs.
+  s = AccumulateCounts(*view, *profile, x.slice(0, 0, 0), 1, &counts);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "no inputs")) << s;
 }
 
 }  // namespace
