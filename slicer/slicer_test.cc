@@ -155,6 +155,128 @@ TEST(Slicer, MatchesThePlainLoopReferenceOn60RandomNets) {
   EXPECT_GT(nonzero, 1000);
 }
 
+// Worked by hand. MLP: Linear "0" (W1) -> ReLU -> Linear "2" (W2), no bias.
+//   W1 = [[1, -1], [2, 1]]   W2 = [[1, -2], [-1, 1]]   (rows: output neuron)
+// Profile data D = {(1, 0), (0, 1)}:
+//   (1, 0): h = (1, 2), relu (1, 2), logits (-3, 1)
+//   (0, 1): h = (-1, 1), relu (0, 1), logits (-2, 1)
+//   means: x (0.5, 0.5), relu (0.5, 1.5), logits (-2.5, 1)
+// Criterion input σ = (2, 0): relu (2, 4), logits (-6, 2), so
+//   sign Δx = (+, -), sign Δrelu = (+, +), sign Δlogits = (-, +).
+// Target logit 1: CONTRIB_o = (0, 1).
+// Layer "2": s_out = sign(CONTRIB) * sign(Δo) = (0, +1); s_in = (+1, +1);
+//   COUNT = sign(W2) * s_outᵀ s_in = [[0, 0], [-1, 1]];
+//   CONTRIB_relu = s_in * (s_out · sign(W2)) = (-1, 1).
+// Layer "0": s_out = sign(-1, 1) * sign(Δrelu) = (-1, +1); s_in = (+1, -1);
+//   COUNT = [[1,-1],[1,1]] * [[-1·1, -1·-1], [1·1, 1·-1]] = [[-1, -1], [1,
+//   -1]].
+// q = 50 keeps 2 of 4 per tensor (ties to the lower index):
+//   "2": 1 (index 3), then 0 (index 0) -> [[T, F], [F, T]], neurons (T, T)
+//   "0": 1 (index 2), then -1 (index 0) -> [[T, F], [T, F]], neurons (T, T)
+// q = 25 keeps 1: "2" -> index 3, neurons (F, T); "0" -> index 2, (F, T).
+TEST(Slicer, HandWorkedMlp) {
+  nn::Sequential net(nn::Linear(nn::LinearOptions(2, 2).bias(false)),
+                     nn::ReLU(),
+                     nn::Linear(nn::LinearOptions(2, 2).bias(false)));
+  {
+    torch::NoGradGuard g;
+    net[0]->as<nn::Linear>()->weight.copy_(
+        torch::tensor({{1., -1.}, {2., 1.}}));
+    net[2]->as<nn::Linear>()->weight.copy_(
+        torch::tensor({{1., -2.}, {-1., 1.}}));
+  }
+  auto view = ModelView::Create(net);
+  ASSERT_TRUE(view.ok());
+  torch::Tensor d = torch::tensor({{1., 0.}, {0., 1.}});
+  auto profile = Profile::Create(*view, d.slice(0, 0, 1), 0);
+  ASSERT_TRUE(profile.ok());
+  ASSERT_TRUE(
+      profile->AddBatch(*view, d, torch::full({2}, -1, torch::kLong)).ok());
+  std::vector<at::Tensor> counts;
+  ASSERT_TRUE(
+      AccumulateCounts(*view, *profile, torch::tensor({{2., 0.}}), 1, &counts)
+          .ok());
+  EXPECT_TRUE(
+      torch::equal(counts[1], torch::tensor({{0, 0}, {-1, 1}}, torch::kLong)))
+      << counts[1];
+  EXPECT_TRUE(
+      torch::equal(counts[0], torch::tensor({{-1, -1}, {1, -1}}, torch::kLong)))
+      << counts[0];
+  auto half = SelectKeySynapses(*view, counts, {50.0});
+  ASSERT_TRUE(half.ok());
+  EXPECT_TRUE(torch::equal(half->layers[1].synapse_mask,
+                           torch::tensor({{true, false}, {false, true}})));
+  EXPECT_TRUE(torch::equal(half->layers[0].synapse_mask,
+                           torch::tensor({{true, false}, {true, false}})));
+  EXPECT_TRUE(half->layers[0].neuron_mask.all().item<bool>());
+  auto quarter = SelectKeySynapses(*view, counts, {25.0});
+  ASSERT_TRUE(quarter.ok());
+  EXPECT_TRUE(torch::equal(quarter->layers[1].neuron_mask,
+                           torch::tensor({false, true})));
+  EXPECT_TRUE(torch::equal(quarter->layers[0].neuron_mask,
+                           torch::tensor({false, true})));
+  EXPECT_TRUE(torch::equal(quarter->layers[0].synapse_mask,
+                           torch::tensor({{false, false}, {true, false}})));
+}
+
+// Worked by hand. CNN on 1x1x2 images (one row of two pixels):
+// Conv2d "0" 1->2, 1x1 kernels (c0: 1, c1: -1), no bias -> Flatten "1"
+// (channel-major: c0p0, c0p1, c1p0, c1p1) -> Linear "2" 4->2, no bias,
+//   W = [[1, 1, -1, 0], [0, -1, 1, 1]].
+// D = {(1, 3), (3, 1)}: features (1, 3, -1, -3) and (3, 1, -3, -1),
+//   logits (5, -7) and (7, -5); means: input channel 2, features
+//   (2, 2, -2, -2), logits (6, -6).
+// σ = (4, 2): input channel mean 3 (Δ +), features (4, 2, -4, -2),
+//   Δ = (2, 0, -2, 0) -> signs (+, 0, -, 0); logits (10, -8), Δ (+, -).
+// Target 0: CONTRIB_o = (1, 0).
+// Linear "2": s_out = (+1, 0), s_in = (+1, 0, -1, 0);
+//   COUNT = [[1, 0, 1, 0], [0, 0, 0, 0]];
+//   CONTRIB_features = s_in * (s_out · sign W) = (1, 0, 1, 0).
+// Conv "0" (the Flatten maps elements to channels): CONTRIB per channel =
+//   sums (1, 1); Δ per channel = means (1, -1) -> s_out = (+1, -1);
+//   s_in = (+1); sign of the kernel sums = (1, -1);
+//   COUNT = [[1·1·1], [-1·-1·1]] = [[1], [1]].
+TEST(Slicer, HandWorkedCnnAcrossAFlatten) {
+  nn::Sequential net(nn::Conv2d(nn::Conv2dOptions(1, 2, 1).bias(false)),
+                     nn::Flatten(),
+                     nn::Linear(nn::LinearOptions(4, 2).bias(false)));
+  {
+    torch::NoGradGuard g;
+    net[0]->as<nn::Conv2d>()->weight.copy_(
+        torch::tensor({1., -1.}).reshape({2, 1, 1, 1}));
+    net[2]->as<nn::Linear>()->weight.copy_(
+        torch::tensor({{1., 1., -1., 0.}, {0., -1., 1., 1.}}));
+  }
+  auto view = ModelView::Create(net);
+  ASSERT_TRUE(view.ok());
+  torch::Tensor d = torch::tensor({1., 3., 3., 1.}).reshape({2, 1, 1, 2});
+  auto profile = Profile::Create(*view, d.slice(0, 0, 1), 0);
+  ASSERT_TRUE(profile.ok());
+  ASSERT_TRUE(
+      profile->AddBatch(*view, d, torch::full({2}, -1, torch::kLong)).ok());
+  std::vector<at::Tensor> counts;
+  ASSERT_TRUE(AccumulateCounts(*view, *profile,
+                               torch::tensor({4., 2.}).reshape({1, 1, 1, 2}), 0,
+                               &counts)
+                  .ok());
+  EXPECT_TRUE(torch::equal(
+      counts[1], torch::tensor({{1, 0, 1, 0}, {0, 0, 0, 0}}, torch::kLong)))
+      << counts[1];
+  EXPECT_TRUE(torch::equal(counts[0], torch::tensor({{1}, {1}}, torch::kLong)))
+      << counts[0];
+  // q = 25 of the Linear's 8 synapses keeps 2: the two 1s (indexes 0, 2).
+  auto slice = SelectKeySynapses(*view, counts, {25.0});
+  ASSERT_TRUE(slice.ok());
+  EXPECT_TRUE(torch::equal(slice->layers[1].synapse_mask,
+                           torch::tensor({{true, false, true, false},
+                                          {false, false, false, false}})));
+  EXPECT_TRUE(
+      torch::equal(slice->layers[1].neuron_mask, torch::tensor({true, false})));
+  // The conv mask has the kernel's shape [2, 1, 1, 1].
+  EXPECT_EQ(slice->layers[0].synapse_mask.sizes(),
+            (std::vector<int64_t>{2, 1, 1, 1}));
+}
+
 TEST(Slicer, SelectsTheTopQPercentWithTiesToTheLowerIndex) {
   nn::Sequential net(nn::Conv2d(nn::Conv2dOptions(2, 2, 1)), nn::Flatten(),
                      nn::Linear(2, 2));
