@@ -250,24 +250,16 @@ absl::Status BuildInto(
         PT_RETURN_IF_ERROR(Positive(l, l.num_features(), "num_features"));
         c10::optional<double> momentum;
         if (!l.cumulative_average()) momentum = l.momentum();
+        // BatchNorm1dOptions and BatchNorm2dOptions are one type.
+        const auto o = nn::BatchNormOptions(l.num_features())
+                           .eps(l.eps())
+                           .momentum(momentum)
+                           .affine(l.affine())
+                           .track_running_stats(l.track_running_stats());
         if (l.kind() == LayerSpec::BATCH_NORM1D) {
-          seq->push_back(
-              std::string(local),
-              nn::BatchNorm1d(
-                  nn::BatchNorm1dOptions(l.num_features())
-                      .eps(l.eps())
-                      .momentum(momentum)
-                      .affine(l.affine())
-                      .track_running_stats(l.track_running_stats())));
+          seq->push_back(std::string(local), nn::BatchNorm1d(o));
         } else {
-          seq->push_back(
-              std::string(local),
-              nn::BatchNorm2d(
-                  nn::BatchNorm2dOptions(l.num_features())
-                      .eps(l.eps())
-                      .momentum(momentum)
-                      .affine(l.affine())
-                      .track_running_stats(l.track_running_stats())));
+          seq->push_back(std::string(local), nn::BatchNorm2d(o));
         }
         break;
       }
