@@ -15,9 +15,11 @@ constexpr uint32_t kProfileVersion = 1;
 
 // Per-sample neuron values of one point: [B, C] for 4-D (mean over
 // positions), [B, F] otherwise, as float64.
+// Reduced on the tensor's device, then moved to the CPU (a profile lives on
+// the CPU whatever device the model trains on).
 at::Tensor Neurons(const at::Tensor& t) {
-  if (t.dim() == 4) return t.to(torch::kDouble).mean({2, 3});
-  return t.to(torch::kDouble).reshape({t.size(0), -1});
+  if (t.dim() == 4) return t.to(torch::kDouble).mean({2, 3}).cpu();
+  return t.to(torch::kDouble).reshape({t.size(0), -1}).cpu();
 }
 
 // The layer whose output a point is: the one before the weighted layer (-1:
@@ -130,7 +132,7 @@ absl::Status Profile::AddActivations(const std::vector<at::Tensor>& values,
       }
       parts.push_back(n);
     }
-    at::Tensor c = criteria.to(torch::kLong);
+    at::Tensor c = criteria.to(torch::kCPU, torch::kLong);
     if (batch > 0 && (c.min().item<int64_t>() < -1 ||
                       c.max().item<int64_t>() >= num_criteria_)) {
       status = absl::InvalidArgumentError(

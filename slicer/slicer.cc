@@ -2,7 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -46,44 +48,47 @@ absl::StatusOr<at::Tensor> AsNeurons(const at::Tensor& v, int64_t n, bool mean,
   return mean ? r.mean(2) : r.sum(2);
 }
 
-}  // namespace
-
-absl::Status AccumulateCounts(const ModelView& view, const Profile& profile,
-                              const at::Tensor& inputs, int64_t target,
-                              std::vector<at::Tensor>* counts) {
+// The backward walk of Eq. 7 for a batch whose Δy at every point is given
+// (`delta`, [B, features] per point), seeded at output neuron targets[i] for
+// sample i, adding each sample's counts to criterion crit[i].
+absl::Status CountWalk(const ModelView& view,
+                       const std::vector<at::Tensor>& delta,
+                       const at::Tensor& targets, const at::Tensor& crit,
+                       size_t num_criteria, CriterionCounts* counts) {
   const std::vector<int>& weighted = view.weighted_layers();
-  if (weighted.empty()) return absl::InvalidArgumentError("no weighted layers");
-  if (!inputs.defined() || inputs.dim() == 0 || inputs.size(0) == 0) {
+  if (counts->counts.empty()) {
+    counts->counts.resize(num_criteria);
+    counts->inputs.assign(num_criteria, 0);
+  }
+  if (counts->counts.size() != num_criteria) {
     return absl::InvalidArgumentError(
-        "the criterion has no inputs to slice with");
-  }
-  if (profile.num_points() != static_cast<int>(weighted.size()) + 1) {
-    return absl::InvalidArgumentError("the profile is not of this model");
-  }
-  PT_ASSIGN_OR_RETURN(std::vector<at::Tensor> values,
-                      profile.NeuronValues(view, inputs));
-  std::vector<at::Tensor> delta;
-  for (int p = 0; p < profile.num_points(); ++p) {
-    PT_ASSIGN_OR_RETURN(at::Tensor mean, profile.Mean(p));
-    delta.push_back(values[p] - mean);
-  }
-  const int64_t n_logits = delta.back().size(1);
-  if (target < 0 || target >= n_logits) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "target output neuron ", target, " outside [0, ", n_logits, ")"));
+        absl::StrCat("counts hold ", counts->counts.size(),
+                     " criteria, the request has ", num_criteria));
   }
   absl::Status status;
   PT_RETURN_IF_ERROR(CallTorch("slicing", [&] {
     torch::NoGradGuard no_grad;
-    const int64_t batch = inputs.size(0);
-    if (counts->empty()) counts->resize(weighted.size());
-    // CONTRIB of the output point: +1 at the target.
+    const int64_t batch = targets.size(0);
+    const int64_t n_logits = delta.back().size(1);
+    // The criteria present in the batch, and which rows are theirs.
+    std::vector<std::pair<int64_t, at::Tensor>> groups;
+    {
+      at::Tensor ids = std::get<0>(at::_unique(crit));
+      const int64_t* id = ids.data_ptr<int64_t>();
+      for (int64_t i = 0; i < ids.numel(); ++i) {
+        if (id[i] < 0) continue;
+        at::Tensor rows = crit.eq(id[i]).nonzero().reshape({-1});
+        counts->inputs[id[i]] += rows.numel();
+        groups.emplace_back(id[i], rows);
+      }
+    }
+    // CONTRIB of the output point: +1 at each sample's target.
     at::Tensor contrib = torch::zeros({batch, n_logits}, torch::kDouble);
-    contrib.select(1, target).fill_(1.0);
+    contrib.scatter_(1, targets.reshape({-1, 1}), 1.0);
     for (int k = static_cast<int>(weighted.size()) - 1; k >= 0; --k) {
       const ModelView::Layer& l = view.layers()[weighted[k]];
       WeightedLayer w;
-      w.weight = view.Weight(weighted[k]).detach();
+      w.weight = view.Weight(weighted[k]).detach().cpu();
       if (l.spec.kind() == pb::LayerSpec::LINEAR) {
         w.n_out = l.spec.out_features();
         w.n_in = l.spec.in_features();
@@ -108,14 +113,175 @@ absl::Status AccumulateCounts(const ModelView& view, const Profile& profile,
       const at::Tensor s_out = c_out->sign() * dy_out->sign();  // [B, out]
       const at::Tensor s_in = delta[k].sign();                  // [B, in]
       const at::Tensor sign_w = SignMatrix(w);                  // [out, in]
-      at::Tensor add = (sign_w * s_out.t().mm(s_in)).round().to(torch::kLong);
-      at::Tensor& c = (*counts)[k];
-      if (!c.defined()) c = torch::zeros({w.n_out, w.n_in}, torch::kLong);
-      c += add;
+      for (const auto& [c, rows] : groups) {
+        const bool all = rows.numel() == batch;
+        const at::Tensor so = all ? s_out : s_out.index_select(0, rows);
+        const at::Tensor si = all ? s_in : s_in.index_select(0, rows);
+        at::Tensor add = (sign_w * so.t().mm(si)).round().to(torch::kLong);
+        std::vector<at::Tensor>& layers = counts->counts[c];
+        if (layers.empty()) layers.resize(weighted.size());
+        if (!layers[k].defined()) {
+          layers[k] = torch::zeros({w.n_out, w.n_in}, torch::kLong);
+        }
+        layers[k] += add;
+      }
       contrib = s_in * s_out.mm(sign_w);  // CONTRIB of this layer's input
     }
   }));
   return status;
+}
+
+absl::Status CheckOutputs(const Profile& profile,
+                          const std::vector<int64_t>& outputs) {
+  if (outputs.empty()) return absl::InvalidArgumentError("no criteria");
+  const int64_t n_logits = profile.point(profile.num_points() - 1).features();
+  for (size_t c = 0; c < outputs.size(); ++c) {
+    if (outputs[c] < 0 || outputs[c] >= n_logits) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("criterion ", c, ": target output neuron ", outputs[c],
+                       " outside [0, ", n_logits, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckModel(const ModelView& view, const Profile& profile) {
+  const std::vector<int>& weighted = view.weighted_layers();
+  if (weighted.empty()) return absl::InvalidArgumentError("no weighted layers");
+  if (profile.num_points() != static_cast<int>(weighted.size()) + 1) {
+    return absl::InvalidArgumentError("the profile is not of this model");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status AccumulateCounts(const ModelView& view, const Profile& profile,
+                              const at::Tensor& inputs,
+                              const at::Tensor& criteria,
+                              const std::vector<int64_t>& outputs,
+                              CriterionCounts* counts) {
+  PT_RETURN_IF_ERROR(CheckModel(view, profile));
+  PT_RETURN_IF_ERROR(CheckOutputs(profile, outputs));
+  if (!inputs.defined() || inputs.dim() == 0 || inputs.size(0) == 0) {
+    return absl::InvalidArgumentError(
+        "the criterion has no inputs to slice with");
+  }
+  at::Tensor crit;
+  PT_RETURN_IF_ERROR(CallTorch("reading criteria", [&] {
+    crit = criteria.to(torch::kCPU, torch::kLong).reshape({-1});
+  }));
+  if (crit.size(0) != inputs.size(0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        inputs.size(0), " inputs but ", crit.size(0), " criterion ids"));
+  }
+  const int64_t num = static_cast<int64_t>(outputs.size());
+  if (crit.min().item<int64_t>() < -1 || crit.max().item<int64_t>() >= num) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("criterion ids must be in [-1, ", num, ")"));
+  }
+  PT_ASSIGN_OR_RETURN(std::vector<at::Tensor> values,
+                      profile.NeuronValues(view, inputs));
+  std::vector<at::Tensor> delta;
+  for (int p = 0; p < profile.num_points(); ++p) {
+    PT_ASSIGN_OR_RETURN(at::Tensor mean, profile.Mean(p));
+    delta.push_back(values[p] - mean);
+  }
+  at::Tensor out = torch::tensor(outputs, torch::kLong);
+  // Skipped samples (-1) get any valid target; their rows are never counted.
+  at::Tensor targets = out.index_select(0, crit.clamp_min(0));
+  return CountWalk(view, delta, targets, crit, outputs.size(), counts);
+}
+
+absl::Status AccumulateCounts(const ModelView& view, const Profile& profile,
+                              const at::Tensor& inputs, int64_t target,
+                              std::vector<at::Tensor>* counts) {
+  if (!inputs.defined() || inputs.dim() == 0 || inputs.size(0) == 0) {
+    return absl::InvalidArgumentError(
+        "the criterion has no inputs to slice with");
+  }
+  CriterionCounts all;
+  all.counts.assign(1, *counts);
+  all.inputs.assign(1, 0);
+  PT_RETURN_IF_ERROR(AccumulateCounts(
+      view, profile, inputs, torch::zeros({inputs.size(0)}, torch::kLong),
+      {target}, &all));
+  *counts = std::move(all.counts[0]);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CriterionCounts> AggregatedCounts(
+    const ModelView& view, const Profile& profile,
+    const std::vector<int64_t>& outputs) {
+  PT_RETURN_IF_ERROR(CheckModel(view, profile));
+  PT_RETURN_IF_ERROR(CheckOutputs(profile, outputs));
+  const int64_t num = static_cast<int64_t>(outputs.size());
+  if (num != profile.num_criteria()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the profile has ", profile.num_criteria(),
+                     " criteria, the request ", num));
+  }
+  std::vector<at::Tensor> delta;
+  for (int p = 0; p < profile.num_points(); ++p) {
+    PT_ASSIGN_OR_RETURN(at::Tensor mean, profile.Mean(p));
+    std::vector<at::Tensor> rows;
+    for (int c = 0; c < num; ++c) {
+      auto cm = profile.CriterionMean(p, c);
+      if (!cm.ok()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "aggregated slicing: criterion ", c, " has no profiled samples"));
+      }
+      rows.push_back(*cm - mean);
+    }
+    delta.push_back(torch::stack(rows));
+  }
+  CriterionCounts counts;
+  PT_RETURN_IF_ERROR(CountWalk(view, delta,
+                               torch::tensor(outputs, torch::kLong),
+                               torch::arange(num, torch::kLong), num, &counts));
+  return counts;
+}
+
+absl::StatusOr<std::vector<Slice>> SliceCriteria(
+    const ModelView& view, const Profile& profile, const at::Tensor& inputs,
+    const at::Tensor& criteria, const std::vector<int64_t>& outputs,
+    const SliceOptions& options) {
+  if (!(options.q > 0.0 && options.q <= 100.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("q must be in (0, 100], got ", options.q));
+  }
+  if (options.batch_size <= 0) {
+    return absl::InvalidArgumentError("batch_size must be positive");
+  }
+  CriterionCounts counts;
+  if (options.aggregated) {
+    PT_ASSIGN_OR_RETURN(counts, AggregatedCounts(view, profile, outputs));
+  } else {
+    if (!inputs.defined() || inputs.dim() == 0 || inputs.size(0) == 0) {
+      return absl::InvalidArgumentError("no inputs to slice with");
+    }
+    if (!criteria.defined() || criteria.numel() != inputs.size(0)) {
+      return absl::InvalidArgumentError("one criterion id per input needed");
+    }
+    const int64_t n = inputs.size(0);
+    for (int64_t b = 0; b < n; b += options.batch_size) {
+      const int64_t len = std::min(options.batch_size, n - b);
+      PT_RETURN_IF_ERROR(
+          AccumulateCounts(view, profile, inputs.narrow(0, b, len),
+                           criteria.narrow(0, b, len), outputs, &counts));
+    }
+  }
+  std::vector<Slice> slices;
+  for (size_t c = 0; c < outputs.size(); ++c) {
+    if (counts.counts.size() <= c || counts.counts[c].empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("criterion ", c, " has no inputs to slice with"));
+    }
+    PT_ASSIGN_OR_RETURN(Slice s,
+                        SelectKeySynapses(view, counts.counts[c], options));
+    slices.push_back(std::move(s));
+  }
+  return slices;
 }
 
 absl::StatusOr<Slice> SelectKeySynapses(const ModelView& view,
@@ -129,22 +295,52 @@ absl::StatusOr<Slice> SelectKeySynapses(const ModelView& view,
   if (counts.size() != weighted.size()) {
     return absl::InvalidArgumentError("counts do not match the model");
   }
+  for (size_t k = 0; k < weighted.size(); ++k) {
+    const ModelView::Layer& l = view.layers()[weighted[k]];
+    const at::Tensor weight = view.Weight(weighted[k]);
+    const int64_t in = l.spec.kind() == pb::LayerSpec::LINEAR
+                           ? l.spec.in_features()
+                           : l.spec.in_channels();
+    if (!counts[k].defined() || counts[k].dim() != 2 ||
+        counts[k].size(0) != weight.size(0) || counts[k].size(1) != in) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("counts of layer '", l.name, "' do not match it"));
+    }
+  }
+  // Keeps the ceil(q% of n) largest of `c` (flat), ties to the lower index.
+  auto top = [&](const at::Tensor& c) {
+    const int64_t n = c.numel();
+    const int64_t keep = std::min<int64_t>(
+        n, static_cast<int64_t>(std::ceil(options.q / 100.0 * n - 1e-9)));
+    at::Tensor order = std::get<1>(c.reshape({-1}).sort(
+        /*stable=*/true, /*dim=*/0, /*descending=*/true));
+    at::Tensor flat = torch::zeros({n}, torch::kBool);
+    flat.index_fill_(0, order.narrow(0, 0, keep), true);
+    return flat;
+  };
   Slice slice;
   absl::Status status;
   PT_RETURN_IF_ERROR(CallTorch("selecting key synapses", [&] {
+    std::vector<at::Tensor> masks;  // [out, in] per layer
+    if (options.global_ranking) {
+      std::vector<at::Tensor> flat;
+      for (const at::Tensor& c : counts) flat.push_back(c.reshape({-1}));
+      at::Tensor all = top(torch::cat(flat));
+      int64_t offset = 0;
+      for (const at::Tensor& c : counts) {
+        masks.push_back(all.narrow(0, offset, c.numel()).reshape(c.sizes()));
+        offset += c.numel();
+      }
+    } else {
+      for (const at::Tensor& c : counts) {
+        masks.push_back(top(c).reshape(c.sizes()));
+      }
+    }
     for (size_t k = 0; k < weighted.size(); ++k) {
       const ModelView::Layer& l = view.layers()[weighted[k]];
       const at::Tensor weight = view.Weight(weighted[k]);
       const at::Tensor& c = counts[k];
-      const int64_t n = c.numel();
-      const int64_t keep = std::min<int64_t>(
-          n, static_cast<int64_t>(std::ceil(options.q / 100.0 * n - 1e-9)));
-      // Stable descending sort: among equal counts the lower index first.
-      at::Tensor order = std::get<1>(c.reshape({-1}).sort(
-          /*stable=*/true, /*dim=*/0, /*descending=*/true));
-      at::Tensor flat = torch::zeros({n}, torch::kBool);
-      flat.index_fill_(0, order.narrow(0, 0, keep), true);
-      at::Tensor mask = flat.reshape(c.sizes());  // [out, in]
+      const at::Tensor& mask = masks[k];
       LayerSlice ls;
       ls.layer = l.name;
       ls.counts = c;
@@ -174,6 +370,30 @@ absl::StatusOr<Slice> SelectKeySynapses(const ModelView& view,
 }  // namespace posttrain
 
 namespace posttrain {
+
+absl::StatusOr<double> KeySynapseJaccard(const std::vector<Slice>& a,
+                                         const std::vector<Slice>& b) {
+  if (a.size() != b.size()) {
+    return absl::InvalidArgumentError("slice lists differ in length");
+  }
+  int64_t both = 0, either = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].layers.size() != b[i].layers.size()) {
+      return absl::InvalidArgumentError("slices of different models");
+    }
+    for (size_t k = 0; k < a[i].layers.size(); ++k) {
+      const at::Tensor& x = a[i].layers[k].synapse_mask;
+      const at::Tensor& y = b[i].layers[k].synapse_mask;
+      if (!x.sizes().equals(y.sizes())) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "slices of layer '", a[i].layers[k].layer, "' differ in shape"));
+      }
+      both += (x & y).sum().item<int64_t>();
+      either += (x | y).sum().item<int64_t>();
+    }
+  }
+  return either == 0 ? 1.0 : static_cast<double>(both) / either;
+}
 
 pb::SliceProto SliceToProto(const Slice& slice, int criterion, double q) {
   pb::SliceProto out;

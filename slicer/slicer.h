@@ -35,9 +35,20 @@
 namespace posttrain {
 
 struct SliceOptions {
-  // Percentage of each weight tensor's synapses kept as key synapses, in
-  // (0, 100]. ALGORITHMS.md defaults: 95 (Dare), 80 (FMT).
+  // Percentage of synapses kept as key synapses, in (0, 100].
+  // ALGORITHMS.md defaults: 95 (Dare), 80 (FMT).
   double q = 95.0;
+  // false (default): the top q% of each weight tensor. true: the top q% of
+  // all synapses of the model ranked together (ties: earlier layer, then
+  // lower index). A Conv2d synapse (a kernel slice) counts once.
+  bool global_ranking = false;
+  // false (default): Eq. 6 per input, Δy(σ) = y(σ) - ȳ(D), counts summed
+  // over the criterion's inputs. true: Eq. 6 read literally, one Δy =
+  // ȳ(D'_c) - ȳ(D) per criterion from the profile's criterion means (the
+  // inputs are not looked at; counts are -1, 0 or +1). ALGORITHMS.md §1.2.
+  bool aggregated = false;
+  // Inputs per forward in SliceCriteria.
+  int64_t batch_size = 256;
 };
 
 // The slice of one weighted layer.
@@ -57,6 +68,38 @@ struct Slice {
 pb::SliceProto SliceToProto(const Slice& slice, int criterion, double q);
 absl::StatusOr<Slice> SliceFromProto(const pb::SliceProto& proto);
 
+// COUNTs of several criteria: counts[c] holds one int64 [n_out, n_in] per
+// weighted layer (created on first use), inputs[c] the inputs counted.
+struct CriterionCounts {
+  std::vector<std::vector<at::Tensor>> counts;
+  std::vector<int64_t> inputs;
+};
+
+// Adds the COUNTs of a batch that mixes criteria: sample i belongs to
+// criterion criteria[i] (int64 [B]; -1: skipped), whose output neuron is
+// outputs[criteria[i]]. One forward and one backward walk serve all the
+// criteria of the batch. `*counts` is sized to outputs.size() when empty.
+absl::Status AccumulateCounts(const ModelView& view, const Profile& profile,
+                              const at::Tensor& inputs,
+                              const at::Tensor& criteria,
+                              const std::vector<int64_t>& outputs,
+                              CriterionCounts* counts);
+
+// The counts of the `aggregated` option: one Δy per criterion from the
+// profile's criterion means. Error: a criterion without profiled samples.
+absl::StatusOr<CriterionCounts> AggregatedCounts(
+    const ModelView& view, const Profile& profile,
+    const std::vector<int64_t>& outputs);
+
+// Slices every criterion c (output neuron outputs[c]) in one pass over
+// `inputs` (criterion ids in `criteria`, int64 [N]), in batches of
+// options.batch_size: counts, then key synapses. Errors: a criterion
+// without inputs (named), and those of the functions above.
+absl::StatusOr<std::vector<Slice>> SliceCriteria(
+    const ModelView& view, const Profile& profile, const at::Tensor& inputs,
+    const at::Tensor& criteria, const std::vector<int64_t>& outputs,
+    const SliceOptions& options);
+
 // Adds the COUNTs of the inputs `inputs` (one criterion, target output
 // neuron `target`) to `*counts` (one int64 [n_out, n_in] per weighted layer;
 // created when empty). Errors: no inputs, target out of range, NaN
@@ -65,12 +108,18 @@ absl::Status AccumulateCounts(const ModelView& view, const Profile& profile,
                               const at::Tensor& inputs, int64_t target,
                               std::vector<at::Tensor>* counts);
 
-// Per weight tensor, the ceil(q% of its synapses) with the largest COUNT
-// (ties to the lower index) are key synapses. Errors: q outside (0, 100],
-// counts that do not match the model.
+// Per weight tensor (or over the whole model with global_ranking), the
+// ceil(q% of its synapses) with the largest COUNT (ties to the lower index)
+// are key synapses. Errors: q outside (0, 100], counts that do not match the
+// model.
 absl::StatusOr<Slice> SelectKeySynapses(const ModelView& view,
                                         const std::vector<at::Tensor>& counts,
                                         const SliceOptions& options);
+
+// |A ∩ B| / |A ∪ B| over the key synapses (weight elements) of two lists of
+// slices of one model, taken together (1 when both are empty).
+absl::StatusOr<double> KeySynapseJaccard(const std::vector<Slice>& a,
+                                         const std::vector<Slice>& b);
 
 }  // namespace posttrain
 

@@ -337,5 +337,160 @@ TEST(Slicer, RejectsABadTarget) {
   EXPECT_TRUE(absl::StrContains(s.message(), "no inputs")) << s;
 }
 
+TEST(Slicer, MixedCriteriaInOneBatchEqualEachCriterionApart) {
+  std::mt19937 rng(11);
+  for (int net_no = 0; net_no < 6; ++net_no) {
+    torch::manual_seed(300 + net_no);
+    bool is_cnn = false;
+    nn::Sequential net = RandomNet(rng, &is_cnn);
+    auto view = ModelView::Create(net);
+    ASSERT_TRUE(view.ok()) << view.status();
+    torch::Tensor data = torch::rand({16, 1, 6, 6});
+    auto profile = Profile::Create(*view, data.slice(0, 0, 1), 0);
+    ASSERT_TRUE(
+        profile->AddBatch(*view, data, torch::full({16}, -1, torch::kLong))
+            .ok());
+    torch::Tensor inputs = torch::rand({30, 1, 6, 6});
+    // Criteria 0..2 (and -1: not counted), with output neurons 2, 0, 1.
+    torch::Tensor criteria = torch::randint(-1, 3, {30}, torch::kLong);
+    const std::vector<int64_t> outputs = {2, 0, 1};
+    CriterionCounts mixed;
+    ASSERT_TRUE(
+        AccumulateCounts(*view, *profile, inputs, criteria, outputs, &mixed)
+            .ok());
+    SliceOptions options;
+    options.q = 60;
+    options.batch_size = 7;  // batches cut across criteria
+    auto slices =
+        SliceCriteria(*view, *profile, inputs, criteria, outputs, options);
+    ASSERT_TRUE(slices.ok()) << slices.status();
+    for (int c = 0; c < 3; ++c) {
+      torch::Tensor rows = criteria.eq(c).nonzero().reshape({-1});
+      ASSERT_GT(rows.numel(), 0);
+      EXPECT_EQ(mixed.inputs[c], rows.numel());
+      std::vector<at::Tensor> apart;
+      ASSERT_TRUE(AccumulateCounts(*view, *profile,
+                                   inputs.index_select(0, rows), outputs[c],
+                                   &apart)
+                      .ok());
+      auto expected = SelectKeySynapses(*view, apart, options);
+      ASSERT_TRUE(expected.ok());
+      for (size_t k = 0; k < apart.size(); ++k) {
+        EXPECT_TRUE(torch::equal(mixed.counts[c][k], apart[k]))
+            << "net " << net_no << " criterion " << c << " layer " << k;
+        EXPECT_TRUE(torch::equal((*slices)[c].layers[k].synapse_mask,
+                                 expected->layers[k].synapse_mask));
+      }
+    }
+    // A criterion with no inputs is named.
+    auto missing = SliceCriteria(*view, *profile, inputs, criteria.clamp_max(1),
+                                 outputs, options);
+    EXPECT_TRUE(absl::StrContains(missing.status().message(),
+                                  "criterion 2 has no inputs"))
+        << missing.status();
+  }
+}
+
+// Worked by hand, the `aggregated` option on the MLP of HandWorkedMlp
+// (W1 = [[1, -1], [2, 1]], W2 = [[1, -2], [-1, 1]]). Profile data:
+//   (1, 0) criterion 0: relu (1, 2), logits (-3, 1)
+//   (0, 1) criterion 1: relu (0, 1), logits (-2, 1)
+//   (2, 0) criterion 0: relu (2, 4), logits (-6, 2)
+//   overall means: x (1, 1/3), relu (1, 7/3), logits (-11/3, 4/3).
+// Criterion 0 (target logit 1): means x (1.5, 0), relu (1.5, 3), logits
+//   (-4.5, 1.5): Δ signs x (+, -), relu (+, +), logits (-, +), the signs of
+//   HandWorkedMlp's σ, so the same counts: "2" [[0, 0], [-1, 1]],
+//   "0" [[-1, -1], [1, -1]].
+// Criterion 1 (target logit 0): means x (0, 1), relu (0, 1), logits (-2, 1):
+//   Δ signs x (-, +), relu (-, -), logits (+, -).
+//   "2": s_out = (+1, 0), s_in = (-1, -1): COUNT = [[1, -1], [-1, 1]] ⊙
+//   [[-1, -1], [0, 0]] = [[-1, 1], [0, 0]]; CONTRIB_relu = (-1, -1) ⊙
+//   ((1, 0) · sign W2) = (-1, 1).
+//   "0": s_out = (-1·-1, 1·-1) = (1, -1), s_in = (-1, 1): COUNT =
+//   [[1, -1], [1, 1]] ⊙ [[-1, 1], [1, -1]] = [[-1, -1], [1, -1]].
+TEST(Slicer, HandWorkedAggregatedOption) {
+  nn::Sequential net(nn::Linear(nn::LinearOptions(2, 2).bias(false)),
+                     nn::ReLU(),
+                     nn::Linear(nn::LinearOptions(2, 2).bias(false)));
+  {
+    torch::NoGradGuard g;
+    net[0]->as<nn::Linear>()->weight.copy_(
+        torch::tensor({{1., -1.}, {2., 1.}}));
+    net[2]->as<nn::Linear>()->weight.copy_(
+        torch::tensor({{1., -2.}, {-1., 1.}}));
+  }
+  auto view = ModelView::Create(net);
+  ASSERT_TRUE(view.ok());
+  torch::Tensor d = torch::tensor({{1., 0.}, {0., 1.}, {2., 0.}});
+  auto profile = Profile::Create(*view, d.slice(0, 0, 1), 2);
+  ASSERT_TRUE(profile.ok());
+  ASSERT_TRUE(
+      profile->AddBatch(*view, d, torch::tensor({0, 1, 0}, torch::kLong)).ok());
+  auto counts = AggregatedCounts(*view, *profile, {1, 0});
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  const auto& c = counts->counts;
+  EXPECT_TRUE(
+      torch::equal(c[0][1], torch::tensor({{0, 0}, {-1, 1}}, torch::kLong)))
+      << c[0][1];
+  EXPECT_TRUE(
+      torch::equal(c[0][0], torch::tensor({{-1, -1}, {1, -1}}, torch::kLong)))
+      << c[0][0];
+  EXPECT_TRUE(
+      torch::equal(c[1][1], torch::tensor({{-1, 1}, {0, 0}}, torch::kLong)))
+      << c[1][1];
+  EXPECT_TRUE(
+      torch::equal(c[1][0], torch::tensor({{-1, -1}, {1, -1}}, torch::kLong)))
+      << c[1][0];
+  // Through SliceCriteria: the inputs are not needed.
+  SliceOptions options;
+  options.aggregated = true;
+  options.q = 25;
+  auto slices = SliceCriteria(*view, *profile, {}, {}, {1, 0}, options);
+  ASSERT_TRUE(slices.ok()) << slices.status();
+  EXPECT_TRUE(torch::equal((*slices)[1].layers[1].synapse_mask,
+                           torch::tensor({{false, true}, {false, false}})));
+  // A criterion the profile never saw is an error that names it.
+  auto empty = Profile::Create(*view, d.slice(0, 0, 1), 2);
+  ASSERT_TRUE(
+      empty->AddBatch(*view, d, torch::tensor({0, 0, 0}, torch::kLong)).ok());
+  auto missing = AggregatedCounts(*view, *empty, {1, 0});
+  EXPECT_TRUE(absl::StrContains(missing.status().message(),
+                                "criterion 1 has no profiled samples"))
+      << missing.status();
+}
+
+TEST(Slicer, GlobalRankingComparesAcrossLayers) {
+  nn::Sequential net(nn::Conv2d(nn::Conv2dOptions(2, 2, 1)), nn::Flatten(),
+                     nn::Linear(2, 2));
+  auto view = ModelView::Create(net);
+  ASSERT_TRUE(view.ok());
+  std::vector<at::Tensor> counts = {
+      torch::tensor({{5, -1}, {5, 0}}, torch::kLong),
+      torch::tensor({{1, 1}, {1, 3}}, torch::kLong)};
+  SliceOptions options;
+  options.q = 25;  // 2 of all 8 synapses
+  options.global_ranking = true;
+  auto global = SelectKeySynapses(*view, counts, options);
+  ASSERT_TRUE(global.ok()) << global.status();
+  EXPECT_TRUE(torch::equal(global->layers[0].synapse_mask.reshape({2, 2}),
+                           torch::tensor({{true, false}, {true, false}})));
+  EXPECT_FALSE(global->layers[1].synapse_mask.any().item<bool>());
+  EXPECT_FALSE(global->layers[1].neuron_mask.any().item<bool>());
+  // Per tensor, q = 25 keeps one of each: conv index 0, linear index 3.
+  options.global_ranking = false;
+  auto per_tensor = SelectKeySynapses(*view, counts, options);
+  ASSERT_TRUE(per_tensor.ok());
+  // Key synapses {conv 0, conv 2} vs {conv 0, linear 3}: Jaccard 1/3.
+  auto j = KeySynapseJaccard({*global}, {*per_tensor});
+  ASSERT_TRUE(j.ok());
+  EXPECT_DOUBLE_EQ(*j, 1.0 / 3.0);
+  EXPECT_DOUBLE_EQ(*KeySynapseJaccard({*global}, {*global}), 1.0);
+  // Counts of the wrong shape are named.
+  counts[1] = torch::zeros({3, 2}, torch::kLong);
+  auto bad = SelectKeySynapses(*view, counts, options);
+  EXPECT_TRUE(absl::StrContains(bad.status().message(), "layer '2'"))
+      << bad.status();
+}
+
 }  // namespace
 }  // namespace posttrain
