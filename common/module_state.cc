@@ -92,4 +92,17 @@ absl::Status LoadModuleState(const NamedTensors& state,
   });
 }
 
+EvalModeGuard::EvalModeGuard(torch::nn::Module& module) {
+  for (const auto& m : module.modules(/*include_self=*/true)) {
+    modes_.emplace_back(m.get(), m->is_training());
+  }
+  module.eval();
+}
+
+EvalModeGuard::~EvalModeGuard() {
+  // Module::train(bool) recurses, so restore each module alone, parents
+  // first: a parent's call would overwrite its children again.
+  for (const auto& [m, training] : modes_) m->train(training);
+}
+
 }  // namespace posttrain

@@ -46,6 +46,23 @@ absl::StatusOr<NamedTensors> CopyModuleState(const torch::nn::Module& module);
 absl::Status LoadModuleState(const NamedTensors& state,
                              torch::nn::Module& module);
 
+// Puts a module (and its children) in eval mode for the guard's lifetime and
+// restores the mode it had: for an extra forward inside a training loop
+// (BatchNorm reads its running statistics and does not update them; Dropout
+// is off and draws no random numbers).
+class EvalModeGuard {
+ public:
+  explicit EvalModeGuard(torch::nn::Module& module);
+  ~EvalModeGuard();
+  EvalModeGuard(const EvalModeGuard&) = delete;
+  EvalModeGuard& operator=(const EvalModeGuard&) = delete;
+
+ private:
+  // Every module of the tree with its mode (children may differ from the
+  // root, e.g. a frozen BatchNorm kept in eval mode).
+  std::vector<std::pair<torch::nn::Module*, bool>> modes_;
+};
+
 }  // namespace posttrain
 
 #endif  // POSTTRAIN_COMMON_MODULE_STATE_H_

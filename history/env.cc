@@ -12,6 +12,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 
 namespace posttrain {
 namespace {
@@ -251,6 +252,31 @@ std::string JoinPath(absl::string_view dir, absl::string_view name) {
   if (dir.empty()) return std::string(name);
   if (dir.back() == '/') return absl::StrCat(dir, name);
   return absl::StrCat(dir, "/", name);
+}
+
+absl::Status WriteFileAtomically(Env* env, const std::string& path,
+                                 std::initializer_list<absl::string_view> parts,
+                                 bool sync_file, bool sync_dir) {
+  const std::string tmp = path + ".tmp";
+  absl::Status s = [&]() -> absl::Status {
+    PT_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f,
+                        env->NewWritableFile(tmp));
+    for (absl::string_view part : parts) PT_RETURN_IF_ERROR(f->Append(part));
+    if (sync_file) PT_RETURN_IF_ERROR(f->Sync());
+    PT_RETURN_IF_ERROR(f->Close());
+    return env->RenameFile(tmp, path);
+  }();
+  if (!s.ok()) {
+    env->RemoveFile(tmp).IgnoreError();
+    return s;
+  }
+  if (sync_dir) {
+    const size_t slash = path.find_last_of('/');
+    return env->SyncDir(slash == std::string::npos ? "."
+                        : slash == 0               ? "/"
+                                                   : path.substr(0, slash));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace posttrain

@@ -19,6 +19,7 @@
 #define POSTTRAIN_HISTORY_ENV_H_
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -85,6 +86,14 @@ class Env {
 
 // Joins a directory and a file name with one '/'.
 std::string JoinPath(absl::string_view dir, absl::string_view name);
+
+// Writes the concatenation of `parts` to `path` through `path`.tmp: append,
+// fsync (when `sync_file`), close, rename; then fsyncs the directory (when
+// `sync_dir`). Readers see the old file or the new one, never a torn one. On
+// failure the temporary file is removed and `path` is untouched.
+absl::Status WriteFileAtomically(Env* env, const std::string& path,
+                                 std::initializer_list<absl::string_view> parts,
+                                 bool sync_file, bool sync_dir);
 
 }  // namespace posttrain
 

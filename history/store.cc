@@ -190,21 +190,10 @@ absl::Status HistoryStore::LoadManifest() {
 
 absl::Status HistoryStore::WriteFileAtomically(
     const std::string& name, std::initializer_list<absl::string_view> parts) {
-  const std::string path = JoinPath(dir_, name);
-  const std::string tmp = path + kTmpSuffix;
-  absl::Status s = [&]() -> absl::Status {
-    PT_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f,
-                        env_->NewWritableFile(tmp));
-    for (absl::string_view part : parts) PT_RETURN_IF_ERROR(f->Append(part));
-    if (options_.sync) PT_RETURN_IF_ERROR(f->Sync());
-    PT_RETURN_IF_ERROR(f->Close());
-    return env_->RenameFile(tmp, path);
-  }();
-  if (!s.ok()) {
-    env_->RemoveFile(tmp).IgnoreError();
-    return s;
-  }
-  return absl::OkStatus();
+  // The caller syncs the directory.
+  return posttrain::WriteFileAtomically(env_, JoinPath(dir_, name), parts,
+                                        /*sync_file=*/options_.sync,
+                                        /*sync_dir=*/false);
 }
 
 absl::Status HistoryStore::CommitManifest(const pb::Manifest& manifest) {

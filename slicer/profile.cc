@@ -2,9 +2,11 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/module_state.h"
 #include "common/status.h"
 #include "common/torch_status.h"
 
@@ -252,6 +254,40 @@ absl::StatusOr<Profile> Profile::FromProto(const pb::Profile& proto) {
                                {rows}, torch::kLong)
                   .clone();
   return p;
+}
+
+absl::StatusOr<Profile> ProfileModel(const torch::nn::Sequential& model,
+                                     const at::Tensor& inputs,
+                                     const at::Tensor& criteria,
+                                     int num_criteria, int64_t batch_size) {
+  if (batch_size <= 0) {
+    return absl::InvalidArgumentError("batch_size must be positive");
+  }
+  if (!inputs.defined() || inputs.dim() == 0 || inputs.size(0) == 0) {
+    return absl::InvalidArgumentError("no inputs to profile");
+  }
+  if (!criteria.defined() || criteria.numel() != inputs.size(0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(inputs.size(0), " inputs need as many criterion ids"));
+  }
+  PT_ASSIGN_OR_RETURN(ModelView view, ModelView::Create(model));
+  torch::nn::Sequential holder = model;  // EvalModeGuard needs a Module&
+  EvalModeGuard eval(*holder);
+  at::Tensor device_inputs = inputs;
+  PT_RETURN_IF_ERROR(CallTorch("moving inputs to the model's device", [&] {
+    auto params = holder->parameters();
+    if (!params.empty()) device_inputs = inputs.to(params[0].device());
+  }));
+  PT_ASSIGN_OR_RETURN(
+      Profile profile,
+      Profile::Create(view, device_inputs.narrow(0, 0, 1), num_criteria));
+  const int64_t n = inputs.size(0);
+  for (int64_t b = 0; b < n; b += batch_size) {
+    const int64_t len = std::min(batch_size, n - b);
+    PT_RETURN_IF_ERROR(profile.AddBatch(view, device_inputs.narrow(0, b, len),
+                                        criteria.narrow(0, b, len)));
+  }
+  return profile;
 }
 
 }  // namespace posttrain

@@ -30,6 +30,10 @@
 #include "common/model_view.h"
 #include "slicer/profile.pb.h"
 
+namespace torch::nn {
+class Sequential;
+}  // namespace torch::nn
+
 namespace posttrain {
 
 class Profile {
@@ -73,6 +77,8 @@ class Profile {
   // The running totals, for all-reduce across ranks (sum both, in place).
   at::Tensor& sums() { return sums_; }
   at::Tensor& counts() { return counts_; }
+  const at::Tensor& sums() const { return sums_; }
+  const at::Tensor& counts() const { return counts_; }
 
   pb::Profile ToProto() const;
   // Validates sizes and values; errors name the problem.
@@ -89,6 +95,15 @@ class Profile {
   at::Tensor sums_;    // float64 [1 + num_criteria, total_features]
   at::Tensor counts_;  // int64 [1 + num_criteria]
 };
+
+// The exact offline profile: one pass of `model` (in eval mode for the pass,
+// no grad; its mode is restored) over `inputs` in batches of `batch_size`,
+// sample i counted for criterion criteria[i] (int64 [N], -1: overall only).
+absl::StatusOr<Profile> ProfileModel(const torch::nn::Sequential& model,
+                                     const at::Tensor& inputs,
+                                     const at::Tensor& criteria,
+                                     int num_criteria,
+                                     int64_t batch_size = 512);
 
 }  // namespace posttrain
 

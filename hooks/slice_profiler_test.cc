@@ -1,0 +1,236 @@
+#include "hooks/slice_profiler.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "common/module_state.h"
+#include "tests/test_util.h"
+
+namespace posttrain {
+namespace {
+
+namespace nn = torch::nn;
+using ::posttrain::testing::DiffStates;
+using ::posttrain::testing::MakeTempDir;
+using ::posttrain::testing::SmallCnn;
+
+// A CNN with Dropout and no BatchNorm: with learning rate 0 nothing in it
+// changes while the loop trains (BatchNorm would update its running
+// statistics in train mode).
+nn::Sequential FrozenCnn() {
+  torch::manual_seed(3);
+  return nn::Sequential(nn::Conv2d(nn::Conv2dOptions(1, 4, 3).padding(1)),
+                        nn::ReLU(), nn::MaxPool2d(2), nn::Dropout(0.5),
+                        nn::Flatten(), nn::Linear(4 * 4 * 4, 16), nn::ReLU(),
+                        nn::Dropout(0.3), nn::Linear(16, 3));
+}
+
+// The user's loop: train mode, cross entropy, SGD, the callback's events.
+void Train(nn::Sequential& model, Callback& callback, const at::Tensor& x,
+           const at::Tensor& y, int epochs, double lr, int64_t batch) {
+  torch::optim::SGD sgd(model->parameters(), torch::optim::SGDOptions(lr));
+  ASSERT_TRUE(callback.OnTrainBegin().ok());
+  for (int epoch = 0; epoch < epochs; ++epoch) {
+    model->train();
+    ASSERT_TRUE(callback.OnEpochBegin(epoch).ok());
+    for (int64_t b = 0; b < x.size(0); b += batch) {
+      at::Tensor xb = x.narrow(0, b, std::min(batch, x.size(0) - b));
+      at::Tensor yb = y.narrow(0, b, xb.size(0));
+      sgd.zero_grad();
+      at::Tensor logits = model->forward(xb);
+      at::Tensor loss = torch::nn::functional::cross_entropy(logits, yb);
+      loss.backward();
+      sgd.step();
+      ASSERT_TRUE(callback.OnBatchEnd({xb, yb, logits.detach()}).ok());
+    }
+    ASSERT_TRUE(callback.OnEpochEnd(epoch, {}).ok());
+  }
+}
+
+void ExpectClose(const at::Tensor& a, const at::Tensor& b, double rel) {
+  ASSERT_EQ(a.sizes(), b.sizes());
+  const double err = (a - b).abs().max().item<double>();
+  const double scale = std::max(b.abs().max().item<double>(), 1e-12);
+  EXPECT_LE(err / scale, rel) << "max abs error " << err;
+}
+
+TEST(SliceProfiler, OnlineProfileOfAFrozenModelEqualsTheOfflineProfile) {
+  nn::Sequential model = FrozenCnn();
+  torch::manual_seed(5);
+  at::Tensor x = torch::rand({200, 1, 8, 8});
+  at::Tensor y = torch::randint(0, 3, {200}, torch::kLong);
+  SliceProfilerOptions options;
+  options.every_n_batches = 1;
+  SliceProfiler profiler(model, options);
+  Train(model, profiler, x, y, /*epochs=*/2, /*lr=*/0.0, /*batch=*/32);
+  ASSERT_TRUE(profiler.OnTrainEnd().ok());
+  // The user's mode (train, every submodule) is back.
+  for (const auto& m : model->modules()) EXPECT_TRUE(m->is_training());
+  const Profile* online = profiler.profile();
+  ASSERT_NE(online, nullptr);
+  EXPECT_EQ(online->num_criteria(), 3);  // one per output by default
+  EXPECT_EQ(online->count(), 200);       // the last epoch only
+  EXPECT_EQ(profiler.profiled_batches(), 7);
+  auto offline = ProfileModel(model, x, y, 3, /*batch_size=*/64);
+  ASSERT_TRUE(offline.ok()) << offline.status();
+  EXPECT_TRUE(torch::equal(online->counts(), offline->counts()));
+  ExpectClose(online->sums(), offline->sums(), 1e-6);
+  // A non-zero learning rate moves the model, and the profiles part.
+  nn::Sequential moving = FrozenCnn();
+  SliceProfiler moving_profiler(moving, options);
+  Train(moving, moving_profiler, x, y, 2, /*lr=*/0.5, 32);
+  auto final_offline = ProfileModel(moving, x, y, 3);
+  const double diff =
+      (moving_profiler.profile()->sums() - final_offline->sums())
+          .abs()
+          .max()
+          .item<double>();
+  EXPECT_GT(diff, 1e-3);
+}
+
+TEST(SliceProfiler, SamplesEveryNthBatchAndRestartsEachEpoch) {
+  nn::Sequential model = FrozenCnn();
+  at::Tensor x = torch::rand({100, 1, 8, 8});
+  at::Tensor y = torch::randint(0, 3, {100}, torch::kLong);
+  SliceProfilerOptions options;
+  options.every_n_batches = 3;
+  SliceProfiler profiler(model, options);
+  // 10 batches of 10: batches 0, 3, 6 and 9 are profiled.
+  Train(model, profiler, x, y, 1, 0.0, 10);
+  EXPECT_EQ(profiler.profiled_batches(), 4);
+  EXPECT_EQ(profiler.profile()->count(), 40);
+  Train(model, profiler, x, y, 1, 0.0, 10);  // a second epoch restarts
+  EXPECT_EQ(profiler.profile()->count(), 40);
+  // Batches 0, 3, 6, 9 of the data: the profile is exactly theirs.
+  std::vector<at::Tensor> picked;
+  for (int b : {0, 3, 6, 9})
+    picked.push_back(torch::arange(b * 10, b * 10 + 10));
+  at::Tensor rows = torch::cat(picked);
+  auto offline =
+      ProfileModel(model, x.index_select(0, rows), y.index_select(0, rows), 3);
+  ASSERT_TRUE(offline.ok());
+  ExpectClose(profiler.profile()->sums(), offline->sums(), 1e-12);
+  // Accumulating over the run instead.
+  options.restart_each_epoch = false;
+  SliceProfiler whole_run(model, options);
+  Train(model, whole_run, x, y, 2, 0.0, 10);
+  EXPECT_EQ(whole_run.profile()->count(), 80);
+}
+
+TEST(SliceProfiler, LeavesBatchNormStatisticsAndModesAlone) {
+  nn::Sequential model = SmallCnn(4);
+  model->train();
+  model[1]->eval();  // a frozen BatchNorm the user keeps in eval mode
+  auto before = CopyModuleState(*model);
+  SliceProfilerOptions options;
+  options.every_n_batches = 1;
+  SliceProfiler profiler(model, options);
+  ASSERT_TRUE(profiler.OnTrainBegin().ok());
+  at::Tensor x = torch::rand({8, 1, 8, 8});
+  at::Tensor y = torch::randint(0, 3, {8}, torch::kLong);
+  ASSERT_TRUE(profiler.OnBatchEnd({x, y}).ok());
+  auto after = CopyModuleState(*model);
+  EXPECT_EQ(DiffStates(*before, *after), "");
+  EXPECT_TRUE(model->is_training());
+  EXPECT_FALSE(model[1]->is_training());
+  EXPECT_TRUE(model[6]->is_training());
+}
+
+TEST(SliceProfiler, GroupCriteriaAllReduceAndSave) {
+  nn::Sequential model = FrozenCnn();
+  at::Tensor x = torch::rand({60, 1, 8, 8});
+  at::Tensor y = torch::randint(0, 3, {60}, torch::kLong);
+  at::Tensor groups = torch::arange(60) % 2;  // e.g. a protected attribute
+  const std::string dir = MakeTempDir("profiler");
+  SliceProfilerOptions options;
+  options.every_n_batches = 1;
+  options.num_criteria = 2;
+  // The batch's rows are found by their first pixel, as a user would look
+  // up a group column.
+  options.criteria = [&](const BatchEnd& b) {
+    at::Tensor key = b.inputs.reshape({b.inputs.size(0), -1}).select(1, 0);
+    at::Tensor all = x.reshape({60, -1}).select(1, 0);
+    return groups.index_select(
+        0, key.unsqueeze(1).eq(all).to(torch::kLong).argmax(1));
+  };
+  int reduce_calls = 0;
+  options.all_reduce = [&](at::Tensor& sums, at::Tensor& counts) {
+    ++reduce_calls;  // two identical ranks
+    sums.mul_(2);
+    counts.mul_(2);
+    return absl::OkStatus();
+  };
+  options.save_path = dir + "/profile.pb";
+  SliceProfiler profiler(model, options);
+  Train(model, profiler, x, y, 1, 0.0, 20);
+  ASSERT_TRUE(profiler.OnTrainEnd().ok());
+  EXPECT_EQ(reduce_calls, 1);
+  const Profile* p = profiler.profile();
+  EXPECT_EQ(p->count(), 120);
+  EXPECT_EQ(p->criterion_count(0), 60);
+  auto offline = ProfileModel(model, x, groups, 2);
+  ExpectClose(*p->CriterionMean(1, 1), *offline->CriterionMean(1, 1), 1e-9);
+  std::ifstream in(options.save_path, std::ios::binary);
+  std::stringstream bytes;
+  bytes << in.rdbuf();
+  pb::Profile proto;
+  ASSERT_TRUE(proto.ParseFromString(bytes.str()));
+  auto loaded = Profile::FromProto(proto);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(torch::equal(loaded->sums(), p->sums()));
+}
+
+TEST(SliceProfiler, ErrorsAreClear) {
+  // An unsupported layer is named.
+  nn::Sequential softmax(nn::Linear(2, 2), nn::Softmax(1));
+  SliceProfiler bad_model(softmax);
+  absl::Status s = bad_model.OnTrainBegin();
+  EXPECT_TRUE(absl::StrContains(s.message(), "layer '1'")) << s;
+  // NaN activations name the point.
+  nn::Sequential model = FrozenCnn();
+  SliceProfiler profiler(model);
+  ASSERT_TRUE(profiler.OnTrainBegin().ok());
+  at::Tensor nan = torch::full({4, 1, 8, 8}, NAN);
+  at::Tensor y = torch::zeros({4}, torch::kLong);
+  s = profiler.OnBatchEnd({nan, y});
+  EXPECT_TRUE(absl::StrContains(s.message(), "NaN")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "point '0'")) << s;
+  // No batch profiled: OnTrainEnd says so.
+  SliceProfiler idle(model);
+  EXPECT_EQ(idle.OnTrainEnd().code(), absl::StatusCode::kFailedPrecondition);
+  // Criterion ids out of range, or of the wrong length.
+  SliceProfilerOptions options;
+  options.criteria = [](const BatchEnd&) {
+    return torch::zeros({2}, torch::kLong);
+  };
+  SliceProfiler short_ids(model, options);
+  s = short_ids.OnBatchEnd({torch::rand({4, 1, 8, 8}), y});
+  EXPECT_TRUE(absl::StrContains(s.message(), "one criterion id per sample"))
+      << s;
+  SliceProfiler labels(model);
+  s = labels.OnBatchEnd({torch::rand({4, 1, 8, 8}), torch::full({4}, 7L)});
+  EXPECT_TRUE(absl::StrContains(s.message(), "criterion ids")) << s;
+  // A failing all-reduce is reported with its cause.
+  SliceProfilerOptions failing;
+  failing.all_reduce = [](at::Tensor&, at::Tensor&) {
+    return absl::UnavailableError("rank 3 is gone");
+  };
+  SliceProfiler reduced(model, failing);
+  ASSERT_TRUE(reduced.OnBatchEnd({torch::rand({4, 1, 8, 8}), y}).ok());
+  s = reduced.OnTrainEnd();
+  EXPECT_TRUE(absl::StrContains(s.message(), "rank 3 is gone")) << s;
+  // Saving into a missing directory names the path.
+  SliceProfilerOptions unsaved;
+  unsaved.save_path = "/nonexistent/dir/profile.pb";
+  SliceProfiler saver(model, unsaved);
+  ASSERT_TRUE(saver.OnBatchEnd({torch::rand({4, 1, 8, 8}), y}).ok());
+  s = saver.OnTrainEnd();
+  EXPECT_TRUE(absl::StrContains(s.message(), "/nonexistent/dir")) << s;
+}
+
+}  // namespace
+}  // namespace posttrain
