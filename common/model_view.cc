@@ -90,6 +90,10 @@ at::Tensor ModelView::Weight(int index) const {
   return w ? *w : at::Tensor();
 }
 
+torch::nn::Module& ModelView::module(int index) const {
+  return *impl_->modules.at(index).ptr();
+}
+
 absl::StatusOr<int> ModelView::IndexOf(absl::string_view name) const {
   for (int i = 0; i < size(); ++i) {
     if (impl_->layers[i].name == name) return i;

@@ -26,6 +26,7 @@
 #include "common/model_spec.pb.h"
 
 namespace torch::nn {
+class Module;
 class Sequential;
 }  // namespace torch::nn
 
@@ -52,6 +53,9 @@ class ModelView {
   // The weight of weighted layer `index` (the user's parameter, shared);
   // an undefined tensor for other layers.
   at::Tensor Weight(int index) const;
+  // The module of layer `index` (shared with the user's model), e.g. to
+  // switch its mode; index must be in [0, size()).
+  torch::nn::Module& module(int index) const;
   // Index of the layer with this name; NotFound naming it otherwise.
   absl::StatusOr<int> IndexOf(absl::string_view name) const;
 

@@ -7,7 +7,6 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "common/module_state.h"
 #include "common/status.h"
 #include "common/torch_status.h"
 #include "history/env.h"
@@ -70,7 +69,6 @@ absl::Status SliceProfiler::ProfileBatch(const BatchEnd& batch) {
         absl::StrCat("SliceProfiler: one criterion id per sample needed (",
                      batch.inputs.size(0), " samples)"));
   }
-  EvalModeGuard eval(*model_);
   if (!profile_.has_value() || restart_pending_) {
     int num_criteria = options_.num_criteria;
     if (num_criteria == 0) {

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -45,6 +46,12 @@ absl::StatusOr<std::vector<at::Tensor>> PointValues(
   }
   std::vector<at::Tensor> tapped;
   torch::NoGradGuard no_grad;
+  // Profiles and slices describe the model as it predicts: BatchNorm with
+  // its running statistics (which must not move), no Dropout.
+  std::vector<std::unique_ptr<EvalModeGuard>> eval;
+  for (int i = 0; i < view.size(); ++i) {
+    eval.push_back(std::make_unique<EvalModeGuard>(view.module(i)));
+  }
   PT_ASSIGN_OR_RETURN(at::Tensor out,
                       view.Forward(inputs, view.size(), taps, &tapped));
   (void)out;
@@ -271,11 +278,9 @@ absl::StatusOr<Profile> ProfileModel(const torch::nn::Sequential& model,
         absl::StrCat(inputs.size(0), " inputs need as many criterion ids"));
   }
   PT_ASSIGN_OR_RETURN(ModelView view, ModelView::Create(model));
-  torch::nn::Sequential holder = model;  // EvalModeGuard needs a Module&
-  EvalModeGuard eval(*holder);
   at::Tensor device_inputs = inputs;
   PT_RETURN_IF_ERROR(CallTorch("moving inputs to the model's device", [&] {
-    auto params = holder->parameters();
+    auto params = model->parameters();
     if (!params.empty()) device_inputs = inputs.to(params[0].device());
   }));
   PT_ASSIGN_OR_RETURN(

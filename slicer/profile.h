@@ -45,6 +45,8 @@ class Profile {
                                         const at::Tensor& example_input,
                                         int num_criteria);
 
+  // Every forward here runs each layer in eval mode (no grad) and restores
+  // its mode.
   // Adds a batch: runs `view` on `inputs` (no grad) and adds every sample to
   // the overall row and to the row of its criterion (`criteria`: int64 [B],
   // -1 = none). Errors: NaN or infinite activations (naming the point),
@@ -96,9 +98,9 @@ class Profile {
   at::Tensor counts_;  // int64 [1 + num_criteria]
 };
 
-// The exact offline profile: one pass of `model` (in eval mode for the pass,
-// no grad; its mode is restored) over `inputs` in batches of `batch_size`,
-// sample i counted for criterion criteria[i] (int64 [N], -1: overall only).
+// The exact offline profile: one pass of `model` (eval mode, no grad) over
+// `inputs` in batches of `batch_size`, sample i counted for criterion
+// criteria[i] (int64 [N], -1: overall only).
 absl::StatusOr<Profile> ProfileModel(const torch::nn::Sequential& model,
                                      const at::Tensor& inputs,
                                      const at::Tensor& criteria,
