@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(build-essential cmake ccache pkg-config libtorch-dev libabsl-dev
           libprotobuf-dev protobuf-compiler libgtest-dev libgmock-dev
-          libbenchmark-dev libzstd-dev zlib1g-dev)
+          libbenchmark-dev libzstd-dev zlib1g-dev libopenblas0-openmp)
 if [[ "${1:-}" == "--with-data" ]]; then
   packages+=(dataset-fashion-mnist)
 fi
