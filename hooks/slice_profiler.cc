@@ -45,7 +45,14 @@ absl::Status SliceProfiler::OnTrainBegin() { return EnsureView(); }
 
 absl::Status SliceProfiler::OnBatchEnd(const BatchEnd& batch) {
   const int64_t index = batch_in_epoch_++;
-  if (index % options_.every_n_batches != 0) return absl::OkStatus();
+  const int64_t n = options_.every_n_batches;
+  if (n < 1) return EnsureView();  // the error
+  bool profile = index % n == 0;
+  if (options_.sampling == SliceProfilerOptions::Sampling::kEpochTail &&
+      last_epoch_batches_ > 0) {
+    profile = index >= last_epoch_batches_ - (last_epoch_batches_ + n - 1) / n;
+  }
+  if (!profile) return absl::OkStatus();
   const auto start = std::chrono::steady_clock::now();
   absl::Status s = ProfileBatch(batch);
   seconds_ +=
@@ -96,6 +103,7 @@ absl::Status SliceProfiler::ProfileBatch(const BatchEnd& batch) {
 absl::Status SliceProfiler::OnEpochEnd(int64_t epoch, const Metrics& metrics) {
   (void)epoch;
   (void)metrics;
+  last_epoch_batches_ = batch_in_epoch_;
   batch_in_epoch_ = 0;
   if (options_.restart_each_epoch) restart_pending_ = true;
   return absl::OkStatus();

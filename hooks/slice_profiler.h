@@ -54,9 +54,15 @@ struct SliceProfilerOptions {
   // default: the batch's targets (its class labels). FMT passes the
   // protected-group ids here.
   std::function<at::Tensor(const BatchEnd&)> criteria;
-  // Profile one batch in this many (the first of each group of n). Default
-  // chosen by measurement, see docs/BENCHMARKS.md.
-  int every_n_batches = 8;
+  // Profile one batch in this many: 1/n of the batches. Default chosen by
+  // measurement, see docs/BENCHMARKS.md.
+  int every_n_batches = 16;
+  // Which batches. kEveryNth: the first of each group of n. kEpochTail: the
+  // last 1/n of each epoch's batches (the epoch length is taken from the
+  // previous epoch; the first epoch uses kEveryNth), whose model is closest
+  // to the epoch's final one.
+  enum class Sampling { kEveryNth, kEpochTail };
+  Sampling sampling = Sampling::kEveryNth;
   // Restart the profile at every epoch (true: the profile is the last
   // epoch's). false: accumulate over the whole run.
   bool restart_each_epoch = true;
@@ -102,6 +108,7 @@ class SliceProfiler : public Callback {
   std::optional<Profile> profile_;
   bool restart_pending_ = false;
   int64_t batch_in_epoch_ = 0;
+  int64_t last_epoch_batches_ = 0;  // 0: no epoch finished yet
   int64_t profiled_batches_ = 0;
   double seconds_ = 0;
 };

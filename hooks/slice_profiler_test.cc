@@ -114,6 +114,18 @@ TEST(SliceProfiler, SamplesEveryNthBatchAndRestartsEachEpoch) {
       ProfileModel(model, x.index_select(0, rows), y.index_select(0, rows), 3);
   ASSERT_TRUE(offline.ok());
   ExpectClose(profiler.profile()->sums(), offline->sums(), 1e-12);
+  // The tail policy: the first epoch samples every 3rd batch; then the last
+  // ceil(10 / 3) = 4 batches of each epoch (6, 7, 8, 9).
+  SliceProfilerOptions tail_options = options;
+  tail_options.sampling = SliceProfilerOptions::Sampling::kEpochTail;
+  SliceProfiler tail(model, tail_options);
+  Train(model, tail, x, y, 1, 0.0, 10);
+  EXPECT_EQ(tail.profile()->count(), 40);
+  Train(model, tail, x, y, 1, 0.0, 10);
+  EXPECT_EQ(tail.profiled_batches(), 4);
+  auto tail_offline = ProfileModel(model, x.narrow(0, 60, 40),
+                                   y.narrow(0, 60, 40), 3);
+  ExpectClose(tail.profile()->sums(), tail_offline->sums(), 1e-12);
   // Accumulating over the run instead.
   options.restart_each_epoch = false;
   SliceProfiler whole_run(model, options);

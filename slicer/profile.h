@@ -105,7 +105,7 @@ absl::StatusOr<Profile> ProfileModel(const torch::nn::Sequential& model,
                                      const at::Tensor& inputs,
                                      const at::Tensor& criteria,
                                      int num_criteria,
-                                     int64_t batch_size = 512);
+                                     int64_t batch_size = 256);
 
 }  // namespace posttrain
 

@@ -130,7 +130,7 @@ absl::Status CountWalk(const ModelView& view,
         }
         layers[k] += add;
       }
-      contrib = s_in * s_out.mm(sign_w);  // CONTRIB of this layer's input
+      if (k > 0) contrib = s_in * s_out.mm(sign_w);  // CONTRIB of the input
     }
   }));
   return status;

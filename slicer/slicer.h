@@ -48,7 +48,7 @@ struct SliceOptions {
   // inputs are not looked at; counts are -1, 0 or +1). ALGORITHMS.md §1.2.
   bool aggregated = false;
   // Inputs per forward in SliceCriteria.
-  int64_t batch_size = 1024;
+  int64_t batch_size = 256;
 };
 
 // The slice of one weighted layer.
