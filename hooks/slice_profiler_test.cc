@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "common/module_state.h"
+#include "slicer/slicer.h"
 #include "tests/test_util.h"
 
 namespace posttrain {
@@ -98,6 +99,7 @@ TEST(SliceProfiler, SamplesEveryNthBatchAndRestartsEachEpoch) {
   at::Tensor y = torch::randint(0, 3, {100}, torch::kLong);
   SliceProfilerOptions options;
   options.every_n_batches = 3;
+  options.sampling = SliceProfilerOptions::Sampling::kEveryNth;
   SliceProfiler profiler(model, options);
   // 10 batches of 10: batches 0, 3, 6 and 9 are profiled.
   Train(model, profiler, x, y, 1, 0.0, 10);
@@ -123,8 +125,8 @@ TEST(SliceProfiler, SamplesEveryNthBatchAndRestartsEachEpoch) {
   EXPECT_EQ(tail.profile()->count(), 40);
   Train(model, tail, x, y, 1, 0.0, 10);
   EXPECT_EQ(tail.profiled_batches(), 4);
-  auto tail_offline = ProfileModel(model, x.narrow(0, 60, 40),
-                                   y.narrow(0, 60, 40), 3);
+  auto tail_offline =
+      ProfileModel(model, x.narrow(0, 60, 40), y.narrow(0, 60, 40), 3);
   ExpectClose(tail.profile()->sums(), tail_offline->sums(), 1e-12);
   // Accumulating over the run instead.
   options.restart_each_epoch = false;
@@ -242,6 +244,39 @@ TEST(SliceProfiler, ErrorsAreClear) {
   ASSERT_TRUE(saver.OnBatchEnd({torch::rand({4, 1, 8, 8}), y}).ok());
   s = saver.OnTrainEnd();
   EXPECT_TRUE(absl::StrContains(s.message(), "/nonexistent/dir")) << s;
+}
+
+TEST(SliceProfiler, ProfilesCudaModelsOnTheCpu) {
+  if (!torch::cuda::is_available()) {
+    GTEST_SKIP() << "needs a CUDA build of LibTorch and a GPU (run on the "
+                    "device machine; Debian's LibTorch is CPU-only)";
+  }
+  nn::Sequential model = FrozenCnn();
+  at::Tensor x = torch::rand({64, 1, 8, 8});
+  at::Tensor y = torch::randint(0, 3, {64}, torch::kLong);
+  auto cpu = ProfileModel(model, x, y, 3);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  model->to(torch::kCUDA);
+  SliceProfilerOptions options;
+  options.every_n_batches = 1;
+  SliceProfiler profiler(model, options);
+  Train(model, profiler, x.to(torch::kCUDA), y.to(torch::kCUDA), 1, 0.0, 16);
+  ASSERT_TRUE(profiler.OnTrainEnd().ok());
+  ASSERT_TRUE(profiler.profile()->sums().device().is_cpu());
+  ExpectClose(profiler.profile()->sums(), cpu->sums(), 1e-4);  // TF32 etc.
+  // Slicing the CUDA model (CPU inputs are moved to it) agrees with slicing
+  // its CPU twin, up to Δy signs that float rounding may flip.
+  auto offline = ProfileModel(model, x, y, 3);
+  ASSERT_TRUE(offline.ok()) << offline.status();
+  EXPECT_EQ(offline->count(), 64);
+  auto view = ModelView::Create(model);
+  auto gpu_slices = SliceCriteria(*view, *offline, x, y, {0, 1, 2}, {});
+  ASSERT_TRUE(gpu_slices.ok()) << gpu_slices.status();
+  nn::Sequential twin = FrozenCnn();  // same seed, same weights
+  auto twin_view = ModelView::Create(twin);
+  auto cpu_slices = SliceCriteria(*twin_view, *cpu, x, y, {0, 1, 2}, {});
+  ASSERT_TRUE(cpu_slices.ok()) << cpu_slices.status();
+  EXPECT_GE(*KeySynapseJaccard(*gpu_slices, *cpu_slices), 0.99);
 }
 
 }  // namespace

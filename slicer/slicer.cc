@@ -117,7 +117,7 @@ absl::Status CountWalk(const ModelView& view,
       const at::Tensor s_out =
           (c_out->sign() * dy_out->sign()).to(torch::kFloat);     // [B, out]
       const at::Tensor s_in = delta[k].sign().to(torch::kFloat);  // [B, in]
-      const at::Tensor sign_w = SignMatrix(w);                  // [out, in]
+      const at::Tensor sign_w = SignMatrix(w);                    // [out, in]
       for (const auto& [c, rows] : groups) {
         const bool all = rows.numel() == batch;
         const at::Tensor so = all ? s_out : s_out.index_select(0, rows);
@@ -185,8 +185,12 @@ absl::Status AccumulateCounts(const ModelView& view, const Profile& profile,
     return absl::InvalidArgumentError(
         absl::StrCat("criterion ids must be in [-1, ", num, ")"));
   }
+  at::Tensor on_device;  // the inputs on the model's device
+  PT_RETURN_IF_ERROR(CallTorch("moving inputs to the model's device", [&] {
+    on_device = inputs.to(view.Weight(view.weighted_layers()[0]).device());
+  }));
   PT_ASSIGN_OR_RETURN(std::vector<at::Tensor> values,
-                      profile.NeuronValues(view, inputs));
+                      profile.NeuronValues(view, on_device));
   std::vector<at::Tensor> delta;
   for (int p = 0; p < profile.num_points(); ++p) {
     PT_ASSIGN_OR_RETURN(at::Tensor mean, profile.Mean(p));
