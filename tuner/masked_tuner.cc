@@ -1,0 +1,471 @@
+#include "tuner/masked_tuner.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <limits>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/model_spec.h"
+#include "common/module_state.h"
+#include "common/status.h"
+#include "common/torch_status.h"
+
+namespace posttrain {
+namespace {
+
+at::Tensor NamedParameter(torch::nn::Module& m, const char* name) {
+  const auto params = m.named_parameters(/*recurse=*/false);
+  const at::Tensor* t = params.find(name);
+  return t ? *t : at::Tensor();
+}
+
+// Clean top-1 accuracy of the whole model, eval mode, no grad.
+double GuardAccuracy(const torch::nn::Sequential& model,
+                     const LabelledData& data, const at::Device& device) {
+  torch::NoGradGuard no_grad;
+  torch::nn::Sequential m = model;
+  EvalModeGuard eval(*m);
+  const int64_t n = data.inputs.size(0);
+  int64_t correct = 0;
+  for (int64_t b = 0; b < n; b += 1000) {
+    const int64_t len = std::min<int64_t>(1000, n - b);
+    at::Tensor pred =
+        m->forward(data.inputs.narrow(0, b, len).to(device)).argmax(1).cpu();
+    correct +=
+        pred.eq(data.labels.narrow(0, b, len).cpu()).sum().item<int64_t>();
+  }
+  return static_cast<double>(correct) / static_cast<double>(n);
+}
+
+// Mean Eq. 8 loss over a data set, no grad, batched.
+absl::StatusOr<double> DatasetLoss(const RegressionView& view,
+                                   const std::vector<CriterionMask>& masks,
+                                   const TuningData& data,
+                                   const at::Device& device) {
+  torch::NoGradGuard no_grad;
+  double sum = 0;
+  const int64_t n = data.size();
+  for (int64_t b = 0; b < n; b += 512) {
+    const int64_t len = std::min<int64_t>(512, n - b);
+    PT_ASSIGN_OR_RETURN(
+        at::Tensor loss,
+        RegressionLoss(view, masks, data.inputs.narrow(0, b, len).to(device),
+                       data.references.narrow(0, b, len).to(device),
+                       data.criteria.narrow(0, b, len),
+                       data.labels.defined() ? data.labels.narrow(0, b, len)
+                                             : at::Tensor()));
+    sum += loss.item<double>() * static_cast<double>(len);
+  }
+  return sum / static_cast<double>(n);
+}
+
+absl::Status CheckData(const TuningData& d, const char* what, int64_t outputs,
+                       int num_criteria) {
+  if (d.size() == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the ", what, " set is empty"));
+  }
+  if (!d.references.defined() || d.references.dim() != 2 ||
+      d.references.size(0) != d.size() || d.references.size(1) != outputs) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " set: references must be [", d.size(), ", ", outputs, "]"));
+  }
+  if (!d.criteria.defined() || d.criteria.numel() != d.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " set: one criterion id per sample needed"));
+  }
+  const at::Tensor c = d.criteria.cpu();
+  if (c.min().item<int64_t>() < 0 || c.max().item<int64_t>() >= num_criteria) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " set: criterion ids outside [0, ", num_criteria, ")"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::vector<at::Tensor> TrainableParameters::all() const {
+  std::vector<at::Tensor> out;
+  for (size_t k = 0; k < weight.size(); ++k) {
+    out.push_back(weight[k]);
+    if (bias[k].defined()) out.push_back(bias[k]);
+  }
+  return out;
+}
+
+TrainableParameters Trainable(const RegressionView& view) {
+  TrainableParameters t;
+  const std::vector<int>& weighted = view.view().weighted_layers();
+  for (int k = 0; k <= view.target(); ++k) {
+    torch::nn::Module& m = view.view().module(weighted[k]);
+    t.weight.push_back(NamedParameter(m, "weight"));
+    t.bias.push_back(NamedParameter(m, "bias"));
+  }
+  return t;
+}
+
+absl::StatusOr<std::vector<CriterionMask>> MasksFromSlices(
+    const RegressionView& view, const std::vector<Slice>& slices) {
+  const TrainableParameters params = Trainable(view);
+  const std::vector<int>& weighted = view.view().weighted_layers();
+  std::vector<CriterionMask> masks;
+  absl::Status status;
+  PT_RETURN_IF_ERROR(CallTorch("building masks", [&] {
+    for (size_t c = 0; c < slices.size(); ++c) {
+      const Slice& s = slices[c];
+      if (static_cast<int>(s.layers.size()) !=
+          static_cast<int>(weighted.size())) {
+        status = absl::InvalidArgumentError(absl::StrCat(
+            "slice of criterion ", c, " has ", s.layers.size(),
+            " layers, the model ", weighted.size(), " weighted layers"));
+        return;
+      }
+      CriterionMask m;
+      for (int k = 0; k <= view.target(); ++k) {
+        const LayerSlice& l = s.layers[k];
+        const at::Tensor& w = params.weight[k];
+        if (l.layer != view.view().layers()[weighted[k]].name ||
+            !l.synapse_mask.sizes().equals(w.sizes())) {
+          status = absl::InvalidArgumentError(
+              absl::StrCat("slice of criterion ", c, ": layer '", l.layer,
+                           "' does not match the model's '",
+                           view.view().layers()[weighted[k]].name, "'"));
+          return;
+        }
+        m.weight.push_back(l.synapse_mask.to(w.device()));
+        m.bias.push_back(params.bias[k].defined() ? l.neuron_mask.to(w.device())
+                                                  : at::Tensor());
+      }
+      const at::Tensor& w = params.weight[view.target()];
+      if (view.p() == 0) {
+        m.output = torch::ones({1}, w.options().dtype(torch::kFloat));
+      } else {
+        m.output = s.layers[view.target()]
+                       .neuron_mask.to(w.device(), torch::kFloat)
+                       .repeat_interleave(view.per_neuron());
+      }
+      masks.push_back(std::move(m));
+    }
+  }));
+  PT_RETURN_IF_ERROR(status);
+  return masks;
+}
+
+absl::StatusOr<std::vector<CriterionMask>> FullMasks(const RegressionView& view,
+                                                     int num_criteria) {
+  const TrainableParameters params = Trainable(view);
+  std::vector<CriterionMask> masks;
+  PT_RETURN_IF_ERROR(CallTorch("building masks", [&] {
+    for (int c = 0; c < num_criteria; ++c) {
+      CriterionMask m;
+      for (size_t k = 0; k < params.weight.size(); ++k) {
+        m.weight.push_back(torch::ones_like(params.weight[k], torch::kBool));
+        m.bias.push_back(params.bias[k].defined()
+                             ? torch::ones_like(params.bias[k], torch::kBool)
+                             : at::Tensor());
+      }
+      m.output = torch::ones({view.outputs()},
+                             params.weight[0].options().dtype(torch::kFloat));
+      masks.push_back(std::move(m));
+    }
+  }));
+  return masks;
+}
+
+absl::StatusOr<at::Tensor> RegressionLoss(
+    const RegressionView& view, const std::vector<CriterionMask>& masks,
+    const at::Tensor& inputs, const at::Tensor& references,
+    const at::Tensor& criteria, const at::Tensor& labels) {
+  PT_ASSIGN_OR_RETURN(at::Tensor y, view.Forward(inputs, labels));
+  at::Tensor loss;
+  PT_RETURN_IF_ERROR(CallTorch("regression loss", [&] {
+    std::vector<at::Tensor> rows;
+    for (const CriterionMask& m : masks) rows.push_back(m.output);
+    const at::Tensor table = torch::stack(rows);  // [C, outputs]
+    const at::Tensor mask =
+        table.index_select(0, criteria.to(table.device(), torch::kLong));
+    const at::Tensor per_sample =
+        ((y - references.to(y.device(), y.scalar_type())).pow(2) * mask)
+            .sum(1) /
+        mask.sum(1).clamp_min(1.0);
+    loss = per_sample.mean();
+  }));
+  return loss;
+}
+
+absl::Status MaskedBackward(const RegressionView& view,
+                            const std::vector<CriterionMask>& masks,
+                            const at::Tensor& inputs,
+                            const at::Tensor& references,
+                            const at::Tensor& criteria,
+                            const at::Tensor& labels) {
+  const TrainableParameters params = Trainable(view);
+  const std::vector<at::Tensor> all = params.all();
+  const at::Tensor crit = criteria.to(torch::kCPU, torch::kLong);
+  const int64_t batch = crit.numel();
+  at::Tensor ids = std::get<0>(at::_unique(crit));
+  for (int64_t i = 0; i < ids.numel(); ++i) {
+    const int64_t c = ids[i].item<int64_t>();
+    if (c < 0 || c >= static_cast<int64_t>(masks.size())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("criterion ", c, " has no mask"));
+    }
+    const bool whole = ids.numel() == 1;
+    at::Tensor rows = crit.eq(c).nonzero().reshape({-1});
+    auto pick = [&](const at::Tensor& t) {
+      return whole || !t.defined() ? t : t.index_select(0, rows.to(t.device()));
+    };
+    PT_ASSIGN_OR_RETURN(
+        at::Tensor loss,
+        RegressionLoss(view, masks, pick(inputs), pick(references), pick(crit),
+                       pick(labels)));
+    PT_RETURN_IF_ERROR(CallTorch("masked backward", [&] {
+      loss = loss * (static_cast<double>(rows.numel()) / batch);
+      std::vector<at::Tensor> grads =
+          torch::autograd::grad({loss}, all, /*grad_outputs=*/{},
+                                /*retain_graph=*/false, /*create_graph=*/false,
+                                /*allow_unused=*/true);
+      torch::NoGradGuard no_grad;
+      size_t g = 0;
+      const CriterionMask& m = masks[c];
+      for (size_t k = 0; k < params.weight.size(); ++k) {
+        for (int which = 0; which < 2; ++which) {
+          const at::Tensor& p = which == 0 ? params.weight[k] : params.bias[k];
+          if (!p.defined()) continue;
+          const at::Tensor& mask = which == 0 ? m.weight[k] : m.bias[k];
+          at::Tensor& grad = const_cast<at::Tensor&>(p).mutable_grad();
+          if (!grad.defined()) grad = torch::zeros_like(p);
+          if (grads[g].defined()) grad.add_(grads[g] * mask);
+          ++g;
+        }
+      }
+    }));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SyncLayers(const torch::nn::Module& from, torch::nn::Module& to,
+                        const std::vector<std::string>& layers) {
+  auto selected = [&](const std::string& name) {
+    for (const std::string& l : layers) {
+      if (absl::StartsWith(name, l + ".")) return true;
+    }
+    return false;
+  };
+  PT_ASSIGN_OR_RETURN(NamedTensors source, CopyModuleState(from));
+  auto dest = to.named_parameters(true);
+  auto dest_buffers = to.named_buffers(true);
+  std::vector<std::pair<at::Tensor, at::Tensor>> copies;
+  for (const NamedTensor& t : source) {
+    if (!selected(t.name)) continue;
+    const at::Tensor* d = dest.find(t.name);
+    if (d == nullptr) d = dest_buffers.find(t.name);
+    if (d == nullptr || !d->sizes().equals(t.tensor.sizes()) ||
+        d->scalar_type() != t.tensor.scalar_type()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sync: tensor '", t.name,
+                       "' is missing from the target or differs in shape"));
+    }
+    copies.emplace_back(*d, t.tensor);
+  }
+  return CallTorch("sync", [&] {
+    torch::NoGradGuard no_grad;
+    for (auto& [d, s] : copies) d.copy_(s);
+  });
+}
+
+absl::StatusOr<torch::nn::Sequential> CopyModel(
+    const torch::nn::Sequential& model) {
+  PT_ASSIGN_OR_RETURN(pb::ModelSpec spec, DescribeSequential(model));
+  PT_ASSIGN_OR_RETURN(torch::nn::Sequential copy, BuildSequential(spec));
+  PT_ASSIGN_OR_RETURN(NamedTensors state, CopyModuleState(*model));
+  PT_RETURN_IF_ERROR(CallTorch("copying the model", [&] {
+    auto params = model->parameters();
+    if (!params.empty()) copy->to(params[0].device());
+    copy->train(model->is_training());
+  }));
+  PT_RETURN_IF_ERROR(LoadModuleState(state, *copy));
+  return copy;
+}
+
+absl::StatusOr<TuneReport> TuneModel(torch::nn::Sequential& model,
+                                     const std::vector<Slice>& slices,
+                                     const TuningData& train,
+                                     const TuningData& validation,
+                                     const LabelledData& guard,
+                                     const TunerOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  if (options.learning_rates.empty() || options.max_epochs < 1 ||
+      options.batch_size < 1 || options.patience < 1) {
+    return absl::InvalidArgumentError(
+        "tuner options: learning_rates, max_epochs, batch_size and patience "
+        "must be non-empty / positive");
+  }
+  if (!guard.inputs.defined() || guard.inputs.size(0) == 0) {
+    return absl::InvalidArgumentError("the guard split is empty");
+  }
+  PT_ASSIGN_OR_RETURN(RegressionView probe,
+                      RegressionView::Create(model, options.p));
+  int num_criteria = static_cast<int>(slices.size());
+  if (slices.empty()) {  // as many as the data name
+    num_criteria = 1;
+    for (const TuningData* d : {&train, &validation}) {
+      if (d->criteria.defined() && d->criteria.numel() > 0) {
+        num_criteria = std::max<int>(
+            num_criteria,
+            1 + static_cast<int>(d->criteria.max().item<int64_t>()));
+      }
+    }
+  }
+  PT_RETURN_IF_ERROR(
+      CheckData(train, "training", probe.outputs(), num_criteria));
+  PT_RETURN_IF_ERROR(
+      CheckData(validation, "validation", probe.outputs(), num_criteria));
+  at::Device device(torch::kCPU);
+  if (!model->parameters().empty()) device = model->parameters()[0].device();
+
+  TuneReport report;
+  report.guard_accuracy_before = GuardAccuracy(model, guard, device);
+  std::optional<torch::nn::Sequential> winner;
+  double winner_loss = std::numeric_limits<double>::infinity();
+  const at::Tensor train_crit = train.criteria.cpu().to(torch::kLong);
+
+  for (size_t trial_no = 0; trial_no < options.learning_rates.size();
+       ++trial_no) {
+    const double lr = options.learning_rates[trial_no];
+    PT_ASSIGN_OR_RETURN(torch::nn::Sequential copy, CopyModel(model));
+    EvalModeGuard eval(*copy);
+    PT_ASSIGN_OR_RETURN(RegressionView view,
+                        RegressionView::Create(copy, options.p));
+    std::vector<CriterionMask> masks;
+    if (slices.empty()) {
+      PT_ASSIGN_OR_RETURN(masks, FullMasks(view, num_criteria));
+    } else {
+      PT_ASSIGN_OR_RETURN(masks, MasksFromSlices(view, slices));
+    }
+    const TrainableParameters params = Trainable(view);
+    std::unique_ptr<torch::optim::Optimizer> optimizer;
+    if (options.optimizer == TunerOptions::Optimizer::kAdam) {
+      optimizer = std::make_unique<torch::optim::Adam>(
+          params.all(),
+          torch::optim::AdamOptions(lr).weight_decay(options.weight_decay));
+    } else {
+      optimizer = std::make_unique<torch::optim::SGD>(
+          params.all(), torch::optim::SGDOptions(lr)
+                            .momentum(options.momentum)
+                            .weight_decay(options.weight_decay));
+    }
+    PT_ASSIGN_OR_RETURN(const double loss0,
+                        DatasetLoss(view, masks, validation, device));
+    if (trial_no == 0) report.validation_loss_before = loss0;
+    LearningRateTrial trial;
+    trial.lr = lr;
+    trial.best_validation_loss = loss0;
+    PT_ASSIGN_OR_RETURN(NamedTensors best_state, CopyModuleState(*copy));
+    int since_best = 0;
+    auto gen = at::detail::createCPUGenerator(options.seed);
+    for (int epoch = 1; epoch <= options.max_epochs; ++epoch) {
+      // Batches of one criterion each, in a shuffled order.
+      std::vector<at::Tensor> batches;
+      for (int c = 0; c < num_criteria; ++c) {
+        at::Tensor rows = train_crit.eq(c).nonzero().reshape({-1});
+        if (rows.numel() == 0) continue;
+        rows = rows.index_select(0, torch::randperm(rows.numel(), gen));
+        for (int64_t b = 0; b < rows.numel(); b += options.batch_size) {
+          batches.push_back(rows.narrow(
+              0, b, std::min(options.batch_size, rows.numel() - b)));
+        }
+      }
+      at::Tensor order =
+          torch::randperm(static_cast<int64_t>(batches.size()), gen);
+      for (int64_t i = 0; i < order.numel(); ++i) {
+        const at::Tensor& rows = batches[order[i].item<int64_t>()];
+        const int64_t c = train_crit[rows[0].item<int64_t>()].item<int64_t>();
+        std::vector<at::Tensor> before;
+        {
+          torch::NoGradGuard no_grad;
+          for (const at::Tensor& p : params.all()) before.push_back(p.clone());
+        }
+        optimizer->zero_grad();
+        at::Tensor dev_rows = rows.to(device);
+        PT_RETURN_IF_ERROR(MaskedBackward(
+            view, masks,
+            train.inputs.index_select(0, rows.to(train.inputs.device()))
+                .to(device),
+            train.references.index_select(0, rows.to(train.references.device()))
+                .to(device),
+            train_crit.index_select(0, rows),
+            train.labels.defined()
+                ? train.labels.index_select(0, rows.to(train.labels.device()))
+                : at::Tensor()));
+        PT_RETURN_IF_ERROR(CallTorch("optimizer step", [&] {
+          optimizer->step();
+          torch::NoGradGuard no_grad;
+          size_t j = 0;
+          for (size_t k = 0; k < params.weight.size(); ++k) {
+            for (int which = 0; which < 2; ++which) {
+              at::Tensor p = which == 0 ? params.weight[k] : params.bias[k];
+              if (!p.defined()) continue;
+              const at::Tensor& mask =
+                  which == 0 ? masks[c].weight[k] : masks[c].bias[k];
+              p.copy_(torch::where(mask, p, before[j]));
+              ++j;
+            }
+          }
+        }));
+      }
+      ++report.epochs_run;
+      PT_ASSIGN_OR_RETURN(const double loss,
+                          DatasetLoss(view, masks, validation, device));
+      if (loss < trial.best_validation_loss) {
+        trial.best_validation_loss = loss;
+        trial.best_epoch = epoch;
+        PT_ASSIGN_OR_RETURN(best_state, CopyModuleState(*copy));
+        since_best = 0;
+      } else if (++since_best >= options.patience) {
+        break;
+      }
+    }
+    PT_RETURN_IF_ERROR(LoadModuleState(best_state, *copy));
+    trial.guard_accuracy = GuardAccuracy(copy, guard, device);
+    trial.passes_guard = report.guard_accuracy_before - trial.guard_accuracy <=
+                         options.max_accuracy_drop + 1e-12;
+    report.trials.push_back(trial);
+    if (trial.best_epoch > 0 && trial.passes_guard &&
+        trial.best_validation_loss < winner_loss) {
+      winner_loss = trial.best_validation_loss;
+      winner = copy;
+      report.lr = lr;
+      report.best_epoch = trial.best_epoch;
+      report.guard_accuracy_after = trial.guard_accuracy;
+      report.validation_loss_after = trial.best_validation_loss;
+    }
+  }
+  if (winner.has_value()) {
+    PT_ASSIGN_OR_RETURN(RegressionView view,
+                        RegressionView::Create(*winner, options.p));
+    PT_RETURN_IF_ERROR(SyncLayers(**winner, *model, view.layer_names()));
+    report.accepted = true;
+  } else {
+    bool improved = false;
+    for (const auto& t : report.trials) improved |= t.best_epoch > 0;
+    report.reason =
+        improved ? absl::StrCat("every tuned candidate lost more than ",
+                                100 * options.max_accuracy_drop,
+                                " points of guard accuracy; original kept")
+                 : "no learning rate improved the validation loss; original "
+                   "kept";
+    report.guard_accuracy_after = report.guard_accuracy_before;
+    report.validation_loss_after = report.validation_loss_before;
+  }
+  report.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  return report;
+}
+
+}  // namespace posttrain
