@@ -1,0 +1,151 @@
+#include "robustness/history_miner.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/module_state.h"
+#include "common/status.h"
+#include "common/torch_status.h"
+
+namespace posttrain {
+namespace {
+
+// Predictions of `model` on D: label confidence when right (else 0), and
+// the regression output, batched; eval mode, no grad.
+struct Predictions {
+  at::Tensor confidence;  // float [N]: P(label) when argmax == label, else 0
+  at::Tensor outputs;     // float [N, outputs]
+};
+
+absl::StatusOr<Predictions> Predict(const torch::nn::Sequential& model,
+                                    const RegressionView& view,
+                                    const at::Tensor& inputs,
+                                    const at::Tensor& labels,
+                                    int64_t batch_size, bool need_outputs) {
+  torch::NoGradGuard no_grad;
+  torch::nn::Sequential m = model;
+  EvalModeGuard eval(*m);
+  at::Device device(torch::kCPU);
+  if (!m->parameters().empty()) device = m->parameters()[0].device();
+  const int64_t n = inputs.size(0);
+  Predictions p;
+  std::vector<at::Tensor> conf, outs;
+  for (int64_t b = 0; b < n; b += batch_size) {
+    const int64_t len = std::min(batch_size, n - b);
+    at::Tensor x = inputs.narrow(0, b, len).to(device);
+    at::Tensor y = labels.narrow(0, b, len).to(device);
+    std::vector<at::Tensor> tapped;
+    std::vector<int> taps;
+    if (need_outputs && view.p() > 0) taps.push_back(view.end() - 1);
+    PT_ASSIGN_OR_RETURN(
+        at::Tensor logits,
+        view.view().Forward(x, view.view().size(), taps, &tapped));
+    PT_RETURN_IF_ERROR(CallTorch("history predictions", [&] {
+      at::Tensor prob = torch::softmax(logits, 1);
+      at::Tensor p_label = prob.gather(1, y.reshape({-1, 1})).reshape({-1});
+      at::Tensor right = prob.argmax(1).eq(y);
+      conf.push_back(
+          torch::where(right, p_label, torch::zeros_like(p_label)).cpu());
+      if (need_outputs) {
+        outs.push_back(view.p() > 0 ? tapped[0].reshape({len, -1}).cpu()
+                                    : p_label.reshape({-1, 1}).cpu());
+      }
+    }));
+  }
+  p.confidence = torch::cat(conf);
+  if (need_outputs) p.outputs = torch::cat(outs);
+  return p;
+}
+
+}  // namespace
+
+absl::StatusOr<MinedSet> MineHistory(const torch::nn::Sequential& model,
+                                     const HistoryStore& store,
+                                     const at::Tensor& inputs,
+                                     const at::Tensor& labels,
+                                     const MinerOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  if (!inputs.defined() || inputs.dim() == 0 || inputs.size(0) == 0) {
+    return absl::InvalidArgumentError("no inputs to mine");
+  }
+  if (!labels.defined() || labels.numel() != inputs.size(0)) {
+    return absl::InvalidArgumentError("one label per input needed");
+  }
+  if (options.batch_size <= 0) {
+    return absl::InvalidArgumentError("batch_size must be positive");
+  }
+  const std::vector<pb::EpochEntry> entries = store.Epochs();
+  if (entries.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("history store '", store.dir(), "' holds no epochs"));
+  }
+  // The latest ceil(t/2) epochs, t = epochs ever appended.
+  const int64_t t = std::max<int64_t>(store.epochs_appended(),
+                                      static_cast<int64_t>(entries.size()));
+  const int64_t want = (t + 1) / 2;
+  MinedSet mined;
+  mined.candidates = inputs.size(0);
+  for (size_t i = entries.size() - std::min<size_t>(entries.size(), want);
+       i < entries.size(); ++i) {
+    mined.epochs.push_back(entries[i].epoch());
+  }
+  const at::Tensor y = labels.to(torch::kCPU, torch::kLong);
+  PT_ASSIGN_OR_RETURN(RegressionView m_view,
+                      RegressionView::Create(model, options.p));
+  PT_ASSIGN_OR_RETURN(Predictions base,
+                      Predict(model, m_view, inputs, y, options.batch_size,
+                              /*need_outputs=*/false));
+  const int64_t n = inputs.size(0);
+  at::Tensor best_conf = base.confidence.clone();
+  at::Tensor best_epoch = torch::full({n}, -1, torch::kLong);
+  at::Tensor references;
+  at::Tensor pick;  // kRandom: the epoch index drawn for every sample
+  if (options.mode == MinerOptions::Mode::kRandom) {
+    auto gen = at::detail::createCPUGenerator(options.seed);
+    pick = torch::randint(0, static_cast<int64_t>(mined.epochs.size()), {n},
+                          gen, torch::kLong);
+  }
+  PT_ASSIGN_OR_RETURN(torch::nn::Sequential history, CopyModel(model));
+  PT_ASSIGN_OR_RETURN(RegressionView h_view,
+                      RegressionView::Create(history, options.p));
+  for (size_t i = 0; i < mined.epochs.size(); ++i) {
+    const int64_t epoch = mined.epochs[i];
+    PT_RETURN_IF_ERROR(Annotate(store.LoadEpoch(epoch, *history),
+                                absl::StrCat("mining epoch ", epoch)));
+    PT_ASSIGN_OR_RETURN(Predictions p,
+                        Predict(history, h_view, inputs, y, options.batch_size,
+                                /*need_outputs=*/true));
+    if (!references.defined()) {
+      references = torch::zeros({n, p.outputs.size(1)}, torch::kFloat);
+    }
+    at::Tensor take;
+    if (options.mode == MinerOptions::Mode::kBest) {
+      // Algorithm 1, lines 9-15: right and strictly more confident.
+      take = p.confidence.gt(best_conf);
+      best_conf = torch::where(take, p.confidence, best_conf);
+    } else {
+      take = pick.eq(static_cast<int64_t>(i));
+    }
+    best_epoch.masked_fill_(take, epoch);
+    references.index_copy_(0, take.nonzero().reshape({-1}),
+                           p.outputs.index({take}).to(torch::kFloat));
+  }
+  const at::Tensor rows = best_epoch.ge(0).nonzero().reshape({-1});
+  for (int64_t e : mined.epochs) {
+    const int64_t c = best_epoch.eq(e).sum().item<int64_t>();
+    if (c > 0) mined.chosen[e] = c;
+  }
+  mined.data.inputs = inputs.index_select(0, rows.to(inputs.device()));
+  mined.data.references = references.index_select(0, rows);
+  mined.data.labels = y.index_select(0, rows);
+  mined.data.criteria = mined.data.labels;
+  mined.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  return mined;
+}
+
+}  // namespace posttrain

@@ -1,0 +1,65 @@
+// HistoryMiner: Algorithm 1 of the paper (§4.1, Dare; ALGORITHMS.md §3).
+// For every input σ of D, the history models M_i of the latest ⌈t/2⌉ epochs
+// are visited from oldest to newest; one becomes M_best when it predicts σ's
+// label with a confidence strictly above the best so far (starting from M's
+// confidence when M is right, else 0). Samples with an M_best go to the
+// augmented set T with M_best's regression output (layer l(r−p) of
+// RegressionView, or the true-class probability for p = 0) as reference.
+//
+// History models are loaded one at a time into a single copy of M and run
+// batched over D: memory is M, one history model and T.
+//
+// Example:
+//   PT_ASSIGN_OR_RETURN(MinedSet mined,
+//       MineHistory(model, *store, val_images, val_labels, {}));
+//   // mined.data: inputs, references, criteria (= labels), labels
+//
+// Thread safety: the store may be shared; the model must not train
+// meanwhile.
+#ifndef POSTTRAIN_ROBUSTNESS_HISTORY_MINER_H_
+#define POSTTRAIN_ROBUSTNESS_HISTORY_MINER_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "history/store.h"
+#include "tuner/masked_tuner.h"
+
+namespace posttrain {
+
+struct MinerOptions {
+  int p = 1;  // the regression target, as RegressionView
+  // kBest: Algorithm 1. kRandom: the dare_random ablation, a uniformly
+  // drawn history model per sample (seeded), every sample kept.
+  enum class Mode { kBest, kRandom };
+  Mode mode = Mode::kBest;
+  uint64_t seed = 1;
+  int64_t batch_size = 512;
+};
+
+struct MinedSet {
+  TuningData data;              // T; criteria = labels (one slice per class)
+  int64_t candidates = 0;       // |D|
+  std::vector<int64_t> epochs;  // the history epochs visited
+  std::map<int64_t, int64_t> chosen;  // epoch -> samples it supplied
+  double seconds = 0;
+  double ratio() const {
+    return candidates ? static_cast<double>(data.size()) / candidates : 0;
+  }
+};
+
+// Errors: an empty store or D, labels that do not match, a store of another
+// architecture (from LoadEpoch, naming the tensor).
+absl::StatusOr<MinedSet> MineHistory(const torch::nn::Sequential& model,
+                                     const HistoryStore& store,
+                                     const at::Tensor& inputs,
+                                     const at::Tensor& labels,
+                                     const MinerOptions& options);
+
+}  // namespace posttrain
+
+#endif  // POSTTRAIN_ROBUSTNESS_HISTORY_MINER_H_
