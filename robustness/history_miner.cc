@@ -60,6 +60,22 @@ absl::StatusOr<Predictions> Predict(const torch::nn::Sequential& model,
   return p;
 }
 
+bool SameWeights(const torch::nn::Module& a, const torch::nn::Module& b) {
+  const auto pa = a.named_parameters(true), pb = b.named_parameters(true);
+  const auto ba = a.named_buffers(true), bb = b.named_buffers(true);
+  if (pa.size() != pb.size() || ba.size() != bb.size()) return false;
+  for (const auto& [x, y] :
+       {std::make_pair(&pa, &pb), std::make_pair(&ba, &bb)}) {
+    for (const auto& item : *x) {
+      const at::Tensor* other = y->find(item.key());
+      if (other == nullptr || !torch::equal(item.value().cpu(), other->cpu())) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 absl::StatusOr<MinedSet> MineHistory(const torch::nn::Sequential& model,
@@ -77,7 +93,11 @@ absl::StatusOr<MinedSet> MineHistory(const torch::nn::Sequential& model,
   if (options.batch_size <= 0) {
     return absl::InvalidArgumentError("batch_size must be positive");
   }
-  const std::vector<pb::EpochEntry> entries = store.Epochs();
+  // Models stored by the post-training phase itself are not history.
+  std::vector<pb::EpochEntry> entries;
+  for (const pb::EpochEntry& e : store.Epochs()) {
+    if (!e.metrics().contains(kPostTrainMetric)) entries.push_back(e);
+  }
   if (entries.empty()) {
     return absl::FailedPreconditionError(
         absl::StrCat("history store '", store.dir(), "' holds no epochs"));
@@ -115,6 +135,10 @@ absl::StatusOr<MinedSet> MineHistory(const torch::nn::Sequential& model,
     const int64_t epoch = mined.epochs[i];
     PT_RETURN_IF_ERROR(Annotate(store.LoadEpoch(epoch, *history),
                                 absl::StrCat("mining epoch ", epoch)));
+    if (options.mode == MinerOptions::Mode::kBest &&
+        SameWeights(*history, *model)) {
+      continue;  // M itself: never strictly more confident than M
+    }
     PT_ASSIGN_OR_RETURN(Predictions p,
                         Predict(history, h_view, inputs, y, options.batch_size,
                                 /*need_outputs=*/true));

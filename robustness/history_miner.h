@@ -7,7 +7,10 @@
 // RegressionView, or the true-class probability for p = 0) as reference.
 //
 // History models are loaded one at a time into a single copy of M and run
-// batched over D: memory is M, one history model and T.
+// batched over D: memory is M, one history model and T. A history epoch
+// whose weights equal M's bit for bit (the final epoch, usually) is
+// skipped: with the strict comparison of Algorithm 1 it can never be
+// chosen over M.
 //
 // Example:
 //   PT_ASSIGN_OR_RETURN(MinedSet mined,
@@ -31,6 +34,10 @@
 
 namespace posttrain {
 
+// The metric that marks an epoch stored by the post-training phase (the
+// improved model); the miner skips such epochs.
+inline constexpr char kPostTrainMetric[] = "posttrain";
+
 struct MinerOptions {
   int p = 1;  // the regression target, as RegressionView
   // kBest: Algorithm 1. kRandom: the dare_random ablation, a uniformly
@@ -38,7 +45,7 @@ struct MinerOptions {
   enum class Mode { kBest, kRandom };
   Mode mode = Mode::kBest;
   uint64_t seed = 1;
-  int64_t batch_size = 512;
+  int64_t batch_size = 256;
 };
 
 struct MinedSet {

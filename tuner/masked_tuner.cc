@@ -23,9 +23,12 @@ at::Tensor NamedParameter(torch::nn::Module& m, const char* name) {
   return t ? *t : at::Tensor();
 }
 
-// Clean top-1 accuracy of the whole model, eval mode, no grad.
-double GuardAccuracy(const torch::nn::Sequential& model,
-                     const LabelledData& data, const at::Device& device) {
+}  // namespace
+
+double ClassifierAccuracy(const torch::nn::Sequential& model,
+                          const LabelledData& data) {
+  at::Device device(torch::kCPU);
+  if (!model->parameters().empty()) device = model->parameters()[0].device();
   torch::NoGradGuard no_grad;
   torch::nn::Sequential m = model;
   EvalModeGuard eval(*m);
@@ -40,6 +43,8 @@ double GuardAccuracy(const torch::nn::Sequential& model,
   }
   return static_cast<double>(correct) / static_cast<double>(n);
 }
+
+namespace {
 
 // Mean Eq. 8 loss over a data set, no grad, batched.
 absl::StatusOr<double> DatasetLoss(const RegressionView& view,
@@ -329,7 +334,7 @@ absl::StatusOr<TuneReport> TuneModel(torch::nn::Sequential& model,
   if (!model->parameters().empty()) device = model->parameters()[0].device();
 
   TuneReport report;
-  report.guard_accuracy_before = GuardAccuracy(model, guard, device);
+  report.guard_accuracy_before = ClassifierAccuracy(model, guard);
   std::optional<torch::nn::Sequential> winner;
   double winner_loss = std::numeric_limits<double>::infinity();
   const at::Tensor train_crit = train.criteria.cpu().to(torch::kLong);
@@ -391,7 +396,6 @@ absl::StatusOr<TuneReport> TuneModel(torch::nn::Sequential& model,
           for (const at::Tensor& p : params.all()) before.push_back(p.clone());
         }
         optimizer->zero_grad();
-        at::Tensor dev_rows = rows.to(device);
         PT_RETURN_IF_ERROR(MaskedBackward(
             view, masks,
             train.inputs.index_select(0, rows.to(train.inputs.device()))
@@ -431,7 +435,7 @@ absl::StatusOr<TuneReport> TuneModel(torch::nn::Sequential& model,
       }
     }
     PT_RETURN_IF_ERROR(LoadModuleState(best_state, *copy));
-    trial.guard_accuracy = GuardAccuracy(copy, guard, device);
+    trial.guard_accuracy = ClassifierAccuracy(copy, guard);
     trial.passes_guard = report.guard_accuracy_before - trial.guard_accuracy <=
                          options.max_accuracy_drop + 1e-12;
     report.trials.push_back(trial);

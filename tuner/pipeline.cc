@@ -1,0 +1,204 @@
+#include "tuner/pipeline.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <limits>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "common/model_view.h"
+#include "common/module_state.h"
+#include "common/status.h"
+#include "common/torch_status.h"
+
+namespace posttrain {
+namespace {
+
+double Since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t)
+      .count();
+}
+
+absl::StatusOr<double> CrossEntropy(const torch::nn::Sequential& model,
+                                    const TuningData& data) {
+  torch::NoGradGuard no_grad;
+  torch::nn::Sequential m = model;
+  at::Device device(torch::kCPU);
+  if (!m->parameters().empty()) device = m->parameters()[0].device();
+  double sum = 0;
+  PT_RETURN_IF_ERROR(CallTorch("validation cross-entropy", [&] {
+    for (int64_t b = 0; b < data.size(); b += 512) {
+      const int64_t len = std::min<int64_t>(512, data.size() - b);
+      sum += torch::nn::functional::cross_entropy(
+                 m->forward(data.inputs.narrow(0, b, len).to(device)),
+                 data.labels.narrow(0, b, len).to(device),
+                 torch::nn::functional::CrossEntropyFuncOptions().reduction(
+                     torch::kSum))
+                 .item<double>();
+    }
+  }));
+  return sum / static_cast<double>(data.size());
+}
+
+}  // namespace
+
+absl::StatusOr<TuneReport> TuneCrossEntropy(torch::nn::Sequential& model,
+                                            const TuningData& train,
+                                            const TuningData& validation,
+                                            const LabelledData& guard,
+                                            const TunerOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  if (train.size() == 0 || validation.size() == 0 || !train.labels.defined() ||
+      !validation.labels.defined()) {
+    return absl::InvalidArgumentError(
+        "cross-entropy tuning needs labelled training and validation sets");
+  }
+  if (options.learning_rates.empty() || options.max_epochs < 1 ||
+      options.batch_size < 1 || options.patience < 1) {
+    return absl::InvalidArgumentError("bad tuner options");
+  }
+  at::Device device(torch::kCPU);
+  if (!model->parameters().empty()) device = model->parameters()[0].device();
+  TuneReport report;
+  report.guard_accuracy_before = ClassifierAccuracy(model, guard);
+  std::optional<torch::nn::Sequential> winner;
+  double winner_loss = std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i < options.learning_rates.size(); ++i) {
+    const double lr = options.learning_rates[i];
+    PT_ASSIGN_OR_RETURN(torch::nn::Sequential copy, CopyModel(model));
+    // Eval mode like the masked tuner: BatchNorm statistics stay M's.
+    EvalModeGuard eval(*copy);
+    torch::optim::Adam adam(
+        copy->parameters(),
+        torch::optim::AdamOptions(lr).weight_decay(options.weight_decay));
+    PT_ASSIGN_OR_RETURN(const double loss0, CrossEntropy(copy, validation));
+    if (i == 0) report.validation_loss_before = loss0;
+    LearningRateTrial trial;
+    trial.lr = lr;
+    trial.best_validation_loss = loss0;
+    PT_ASSIGN_OR_RETURN(NamedTensors best, CopyModuleState(*copy));
+    int since = 0;
+    auto gen = at::detail::createCPUGenerator(options.seed);
+    for (int epoch = 1; epoch <= options.max_epochs; ++epoch) {
+      PT_RETURN_IF_ERROR(CallTorch("cross-entropy tuning", [&] {
+        at::Tensor order = torch::randperm(train.size(), gen);
+        for (int64_t b = 0; b < train.size(); b += options.batch_size) {
+          at::Tensor rows = order.narrow(
+              0, b, std::min(options.batch_size, train.size() - b));
+          adam.zero_grad();
+          torch::nn::functional::cross_entropy(
+              copy->forward(train.inputs.index_select(0, rows).to(device)),
+              train.labels.index_select(0, rows).to(device))
+              .backward();
+          adam.step();
+        }
+      }));
+      ++report.epochs_run;
+      PT_ASSIGN_OR_RETURN(const double loss, CrossEntropy(copy, validation));
+      if (loss < trial.best_validation_loss) {
+        trial.best_validation_loss = loss;
+        trial.best_epoch = epoch;
+        PT_ASSIGN_OR_RETURN(best, CopyModuleState(*copy));
+        since = 0;
+      } else if (++since >= options.patience) {
+        break;
+      }
+    }
+    PT_RETURN_IF_ERROR(LoadModuleState(best, *copy));
+    trial.guard_accuracy = ClassifierAccuracy(copy, guard);
+    trial.passes_guard = report.guard_accuracy_before - trial.guard_accuracy <=
+                         options.max_accuracy_drop + 1e-12;
+    report.trials.push_back(trial);
+    if (trial.best_epoch > 0 && trial.passes_guard &&
+        trial.best_validation_loss < winner_loss) {
+      winner_loss = trial.best_validation_loss;
+      winner = copy;
+      report.lr = lr;
+      report.best_epoch = trial.best_epoch;
+      report.guard_accuracy_after = trial.guard_accuracy;
+      report.validation_loss_after = trial.best_validation_loss;
+    }
+  }
+  if (winner.has_value()) {
+    PT_ASSIGN_OR_RETURN(NamedTensors state, CopyModuleState(**winner));
+    PT_RETURN_IF_ERROR(LoadModuleState(state, *model));
+    report.accepted = true;
+  } else {
+    report.reason =
+        "no candidate improved the validation loss within the "
+        "accuracy guard; original kept";
+    report.guard_accuracy_after = report.guard_accuracy_before;
+    report.validation_loss_after = report.validation_loss_before;
+  }
+  report.seconds = Since(start);
+  return report;
+}
+
+absl::StatusOr<PipelineResult> RunPipeline(
+    torch::nn::Sequential& model, Augmenter& augmenter, const Profile* profile,
+    const at::Tensor& slice_inputs, const at::Tensor& slice_labels,
+    const LabelledData& guard, const PipelineOptions& options) {
+  PipelineResult result;
+  result.augmenter = augmenter.name();
+  const int p = options.transform ? options.tuner.p : 1;
+  auto t = std::chrono::steady_clock::now();
+  PT_ASSIGN_OR_RETURN(Augmentation aug, augmenter.Augment(model, p));
+  result.augment_seconds = Since(t);
+  result.augmentation.figures = aug.figures;
+  if (aug.train.size() == 0 || aug.validation.size() == 0) {
+    result.tune.reason = absl::StrCat("the augmenter found ", aug.train.size(),
+                                      " training and ", aug.validation.size(),
+                                      " validation samples; original kept");
+    return result;
+  }
+  if (!options.transform) {
+    t = std::chrono::steady_clock::now();
+    PT_ASSIGN_OR_RETURN(
+        result.tune, TuneCrossEntropy(model, aug.train, aug.validation, guard,
+                                      options.tuner));
+    result.tune_seconds = Since(t);
+    return result;
+  }
+  if (options.slice) {
+    t = std::chrono::steady_clock::now();
+    PT_ASSIGN_OR_RETURN(ModelView view, ModelView::Create(model));
+    at::Tensor x = slice_inputs, y = slice_labels;
+    if (!x.defined() || !y.defined() || x.size(0) == 0) {
+      return absl::InvalidArgumentError("slicing needs inputs and labels");
+    }
+    if (options.max_slice_inputs > 0 && x.size(0) > options.max_slice_inputs) {
+      auto gen = at::detail::createCPUGenerator(options.seed);
+      at::Tensor rows = torch::randperm(x.size(0), gen)
+                            .narrow(0, 0, options.max_slice_inputs);
+      x = x.index_select(0, rows.to(x.device()));
+      y = y.index_select(0, rows.to(y.device()));
+    }
+    result.slice_inputs = x.size(0);
+    const int64_t classes =
+        view.weighted_layers().empty()
+            ? 0
+            : view.Weight(view.weighted_layers().back()).size(0);
+    std::vector<int64_t> outputs;
+    for (int64_t c = 0; c < classes; ++c) outputs.push_back(c);
+    std::optional<Profile> offline;
+    if (profile == nullptr) {
+      PT_ASSIGN_OR_RETURN(offline,
+                          ProfileModel(model, x, y, static_cast<int>(classes)));
+      profile = &*offline;
+    } else {
+      result.profile_online = true;
+    }
+    PT_ASSIGN_OR_RETURN(result.slices, SliceCriteria(view, *profile, x, y,
+                                                     outputs, options.slicer));
+    result.slice_seconds = Since(t);
+  }
+  t = std::chrono::steady_clock::now();
+  PT_ASSIGN_OR_RETURN(result.tune,
+                      TuneModel(model, result.slices, aug.train, aug.validation,
+                                guard, options.tuner));
+  result.tune_seconds = Since(t);
+  return result;
+}
+
+}  // namespace posttrain
