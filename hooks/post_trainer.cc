@@ -139,7 +139,7 @@ const PipelineResult* PostTrainer::result() const {
   return result_.has_value() ? &*result_ : nullptr;
 }
 
-absl::Status PostTrainer::OnTrainEnd() {
+absl::Status PostTrainer::CheckOptions() const {
   if (model_ == nullptr) {
     return absl::InvalidArgumentError("PostTrainer: empty model holder");
   }
@@ -158,6 +158,14 @@ absl::Status PostTrainer::OnTrainEnd() {
     return absl::InvalidArgumentError(
         "PostTrainer: guard_fraction must be in (0, 1)");
   }
+  return DareVariantByName(options_.variant).status();
+}
+
+absl::Status PostTrainer::OnTrainBegin() { return CheckOptions(); }
+
+absl::Status PostTrainer::OnTrainEnd() {
+  PT_RETURN_IF_ERROR(CheckOptions());
+  const LabelledData& val = options_.validation;
   PT_ASSIGN_OR_RETURN(DareVariant variant, DareVariantByName(options_.variant));
   // The seeded mining / guard split of the validation half.
   LabelledData mine, guard;

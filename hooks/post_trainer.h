@@ -66,6 +66,8 @@ class PostTrainer : public Callback {
   ~PostTrainer() override;
 
   std::string name() const override { return "PostTrainer"; }
+  // Checks the options (variant, data, fractions) before training starts.
+  absl::Status OnTrainBegin() override;
   absl::Status OnTrainEnd() override;
 
   // The phase's result after OnTrainEnd; nullptr before or on error.
@@ -78,6 +80,7 @@ class PostTrainer : public Callback {
   std::shared_ptr<HistoryRecorder> recorder_;
   std::shared_ptr<SliceProfiler> profiler_;
   PostTrainerOptions options_;
+  absl::Status CheckOptions() const;
   std::optional<PipelineResult> result_;
   std::string markdown_;
 };
