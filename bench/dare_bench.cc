@@ -1,0 +1,160 @@
+// Dare benchmark: trains the example CNN once at the main job's settings
+// (HistoryRecorder + SliceProfiler), then runs the post-training phase of
+// every Dare variant (dare, dare_no_slice, dare_no_transform, dare_last,
+// dare_random) on its own copy of the trained model, and prints JSON: the
+// phase's wall time split into augment, slice and tune against the
+// training time, clean test accuracy, and FGSM / PGD (eps 0.1) robust
+// accuracy under the transfer protocol (examples crafted once against the
+// original) and FGSM under the adaptive protocol.
+//
+//   dare_bench --epochs=8 --threads=2
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_split.h"
+#include "bench/bench_util.h"
+#include "cnn_training.h"
+#include "hooks/history_recorder.h"
+#include "hooks/post_trainer.h"
+#include "hooks/slice_profiler.h"
+#include "robustness/attacks.h"
+#include "robustness/dare.h"
+#include "robustness/fashion_mnist.h"
+
+ABSL_FLAG(int, epochs, 8, "training epochs");
+ABSL_FLAG(int, threads, 2, "LibTorch intra-op threads");
+ABSL_FLAG(uint64_t, seed, 1, "seed");
+ABSL_FLAG(std::string, variants,
+          "dare,dare_no_slice,dare_no_transform,dare_last,dare_random",
+          "variants to run");
+ABSL_FLAG(std::string, lrs, "1e-4", "tuner lr grid");
+ABSL_FLAG(int, tune_epochs, 10, "most tuning epochs per lr");
+ABSL_FLAG(int64_t, mine_inputs, 10000, "validation images mined");
+ABSL_FLAG(int64_t, attack_size, 2000, "test images attacked");
+ABSL_FLAG(std::string, tmp, "/tmp/posttrain_dare_bench", "scratch directory");
+
+namespace {
+
+using posttrain::bench::Seconds;
+
+double Acc(const torch::nn::Sequential& m, const at::Tensor& x,
+           const at::Tensor& y) {
+  auto a = posttrain::Accuracy(m, x, y);
+  return a.ok() ? *a : -1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  torch::set_num_threads(absl::GetFlag(FLAGS_threads));
+  const uint64_t seed = absl::GetFlag(FLAGS_seed);
+  torch::manual_seed(seed);
+  posttrain::FashionMnistOptions data_options;
+  data_options.seed = seed;
+  auto data = posttrain::LoadFashionMnist(data_options);
+  if (!data.ok()) {
+    std::fprintf(stderr, "%s\n", data.status().ToString().c_str());
+    return 1;
+  }
+  const std::string dir = absl::GetFlag(FLAGS_tmp);
+  std::filesystem::remove_all(dir);
+  torch::nn::Sequential model = fmnist::MakeCnn();
+  torch::optim::Adam optimizer(model->parameters(),
+                               torch::optim::AdamOptions(1e-3));
+  auto recorder =
+      std::make_shared<posttrain::HistoryRecorder>(model, dir + "/history");
+  auto profiler = std::make_shared<posttrain::SliceProfiler>(model);
+  posttrain::CallbackList callbacks({recorder, profiler});
+  if (!callbacks.OnTrainBegin().ok()) return 1;
+  double train_s = 0;
+  for (int epoch = 0; epoch < absl::GetFlag(FLAGS_epochs); ++epoch) {
+    train_s += fmnist::TrainEpoch(
+                   model, optimizer, data->train, 128,
+                   seed * 1000 + static_cast<uint64_t>(epoch),
+                   [&](const at::Tensor& x, const at::Tensor& y,
+                       const at::Tensor& logits, double loss) {
+                     callbacks.OnBatchEnd({x, y, logits, loss}).IgnoreError();
+                   })
+                   .seconds;
+    if (!callbacks.OnEpochEnd(epoch, {}).ok()) return 1;
+  }
+  if (!callbacks.OnTrainEnd().ok()) return 1;
+
+  const int64_t n =
+      std::min(absl::GetFlag(FLAGS_attack_size), data->test.size());
+  const at::Tensor x = data->test.images.narrow(0, 0, n);
+  const at::Tensor y = data->test.labels.narrow(0, 0, n);
+  posttrain::AttackOptions pgd_options;
+  pgd_options.seed = seed;
+  auto fgsm = posttrain::Fgsm(model, x, y, {});
+  auto pgd = posttrain::Pgd(model, x, y, pgd_options);
+  if (!fgsm.ok() || !pgd.ok()) return 1;
+  std::printf(
+      "{\"benchmark\": \"dare\", \"threads\": %d, \"epochs\": %d, "
+      "\"training_s\": %.2f, \"attack_size\": %lld,\n",
+      torch::get_num_threads(), absl::GetFlag(FLAGS_epochs), train_s,
+      static_cast<long long>(n));
+  std::printf(
+      " \"original\": {\"clean\": %.4f, \"fgsm\": %.4f, \"pgd\": "
+      "%.4f},\n \"variants\": [",
+      Acc(model, data->test.images, data->test.labels), Acc(model, *fgsm, y),
+      Acc(model, *pgd, y));
+  bool first = true;
+  for (absl::string_view v :
+       absl::StrSplit(absl::GetFlag(FLAGS_variants), ',')) {
+    auto copy = posttrain::CopyModel(model);
+    if (!copy.ok()) return 1;
+    posttrain::PostTrainerOptions post;
+    post.variant = std::string(v);
+    post.validation = {data->validation.images, data->validation.labels};
+    post.slice_data = {data->train.images, data->train.labels};
+    post.max_mine_inputs = absl::GetFlag(FLAGS_mine_inputs);
+    post.seed = seed;
+    post.store_improved = false;
+    post.report_dir = dir;
+    post.pipeline.tuner.max_epochs = absl::GetFlag(FLAGS_tune_epochs);
+    post.pipeline.tuner.learning_rates.clear();
+    for (absl::string_view lr : absl::StrSplit(absl::GetFlag(FLAGS_lrs), ',')) {
+      post.pipeline.tuner.learning_rates.push_back(std::stod(std::string(lr)));
+    }
+    posttrain::PostTrainer trainer(*copy, recorder, profiler, post);
+    const auto start = std::chrono::steady_clock::now();
+    const absl::Status s = trainer.OnTrainEnd();
+    const double phase_s = Seconds(start);
+    if (!s.ok()) {
+      std::fprintf(stderr, "%s: %s\n", post.variant.c_str(),
+                   s.ToString().c_str());
+      return 1;
+    }
+    const posttrain::PipelineResult& r = *trainer.result();
+    auto adaptive = posttrain::Fgsm(*copy, x, y, {});
+    const auto& f = r.augmentation.figures;
+    std::printf(
+        "%s\n  {\"variant\": \"%s\", \"accepted\": %s, \"T_over_D\": %.4f, "
+        "\"augment_s\": %.2f, \"slice_s\": %.2f, \"tune_s\": %.2f, "
+        "\"phase_s\": %.2f, \"phase_to_training\": %.3f, \"lr\": %g, "
+        "\"tune_epochs_run\": %d, \"guard_before\": %.4f, \"guard_after\": "
+        "%.4f, \"clean\": %.4f, \"fgsm_transfer\": %.4f, \"pgd_transfer\": "
+        "%.4f, \"fgsm_adaptive\": %.4f}",
+        first ? "" : ",", post.variant.c_str(),
+        r.tune.accepted ? "true" : "false", f.count("T/D") ? f.at("T/D") : 0.0,
+        r.augment_seconds, r.slice_seconds, r.tune_seconds, phase_s,
+        phase_s / train_s, r.tune.lr, r.tune.epochs_run,
+        r.tune.guard_accuracy_before, r.tune.guard_accuracy_after,
+        Acc(*copy, data->test.images, data->test.labels), Acc(*copy, *fgsm, y),
+        Acc(*copy, *pgd, y), adaptive.ok() ? Acc(*copy, *adaptive, y) : -1.0);
+    std::fflush(stdout);
+    first = false;
+  }
+  std::printf("]}\n");
+  std::filesystem::remove_all(dir);
+  return 0;
+}
