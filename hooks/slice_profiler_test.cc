@@ -107,7 +107,9 @@ TEST(SliceProfiler, SamplesEveryNthBatchAndRestartsEachEpoch) {
   EXPECT_EQ(profiler.profile()->count(), 40);
   Train(model, profiler, x, y, 1, 0.0, 10);  // a second epoch restarts
   EXPECT_EQ(profiler.profile()->count(), 40);
-  // Batches 0, 3, 6, 9 of the data: the profile is exactly theirs.
+  // Batches 0, 3, 6, 9 of the data: the profile is theirs (to float
+  // rounding: one batch of 40 and four of 10 may round differently, as
+  // PyTorch 2.x's CPU kernels do; other batches would differ by far more).
   std::vector<at::Tensor> picked;
   for (int b : {0, 3, 6, 9})
     picked.push_back(torch::arange(b * 10, b * 10 + 10));
@@ -115,7 +117,7 @@ TEST(SliceProfiler, SamplesEveryNthBatchAndRestartsEachEpoch) {
   auto offline =
       ProfileModel(model, x.index_select(0, rows), y.index_select(0, rows), 3);
   ASSERT_TRUE(offline.ok());
-  ExpectClose(profiler.profile()->sums(), offline->sums(), 1e-12);
+  ExpectClose(profiler.profile()->sums(), offline->sums(), 1e-6);
   // The tail policy: the first epoch samples every 3rd batch; then the last
   // ceil(10 / 3) = 4 batches of each epoch (6, 7, 8, 9).
   SliceProfilerOptions tail_options = options;
@@ -127,7 +129,7 @@ TEST(SliceProfiler, SamplesEveryNthBatchAndRestartsEachEpoch) {
   EXPECT_EQ(tail.profiled_batches(), 4);
   auto tail_offline =
       ProfileModel(model, x.narrow(0, 60, 40), y.narrow(0, 60, 40), 3);
-  ExpectClose(tail.profile()->sums(), tail_offline->sums(), 1e-12);
+  ExpectClose(tail.profile()->sums(), tail_offline->sums(), 1e-6);
   // Accumulating over the run instead.
   options.restart_each_epoch = false;
   SliceProfiler whole_run(model, options);
