@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 
@@ -36,6 +37,14 @@ std::string JsonString(const std::string& s) {
   return out + "\"";
 }
 
+std::string LrList(const TunerOptions& t) {
+  std::string out;
+  for (size_t i = 0; i < t.learning_rates.size(); ++i) {
+    absl::StrAppend(&out, i ? ", " : "", JsonNumber(t.learning_rates[i]));
+  }
+  return out;
+}
+
 std::string ReportJson(const std::string& variant, const PipelineResult& r,
                        const PostTrainerOptions& o, int64_t stored_epoch) {
   const TuneReport& t = r.tune;
@@ -44,20 +53,30 @@ std::string ReportJson(const std::string& variant, const PipelineResult& r,
   absl::StrAppend(&j, "  \"accepted\": ", t.accepted ? "true" : "false",
                   ",\n  \"reason\": ", JsonString(t.reason), ",\n");
   absl::StrAppend(&j, "  \"stored_epoch\": ", stored_epoch, ",\n");
-  absl::StrAppend(&j, "  \"parameters\": {\"p\": ", o.pipeline.tuner.p,
-                  ", \"slice\": ", o.pipeline.slice ? "true" : "false",
-                  ", \"transform\": ", o.pipeline.transform ? "true" : "false",
-                  ", \"q\": ", JsonNumber(o.pipeline.slicer.q),
-                  ", \"slice_inputs\": ", r.slice_inputs, ", \"profile\": ",
-                  JsonString(r.profile_online ? "online" : "offline"),
-                  ", \"guard_fraction\": ", JsonNumber(o.guard_fraction),
-                  ", \"max_mine_inputs\": ", o.max_mine_inputs,
-                  ", \"max_epochs\": ", o.pipeline.tuner.max_epochs,
-                  ", \"patience\": ", o.pipeline.tuner.patience,
-                  ", \"batch_size\": ", o.pipeline.tuner.batch_size,
-                  ", \"max_accuracy_drop\": ",
-                  JsonNumber(o.pipeline.tuner.max_accuracy_drop),
-                  ", \"seed\": ", o.seed, "},\n");
+  absl::StrAppend(
+      &j, "  \"parameters\": {\"p\": ", o.pipeline.tuner.p,
+      ", \"slice\": ", o.pipeline.slice ? "true" : "false",
+      ", \"transform\": ", o.pipeline.transform ? "true" : "false",
+      ", \"q\": ", JsonNumber(o.pipeline.slicer.q),
+      ", \"slice_inputs\": ", r.slice_inputs,
+      ", \"profile\": ", JsonString(r.profile_online ? "online" : "offline"),
+      ", \"guard_fraction\": ", JsonNumber(o.guard_fraction),
+      ", \"max_mine_inputs\": ", o.max_mine_inputs,
+      ", \"max_epochs\": ", o.pipeline.tuner.max_epochs,
+      ", \"patience\": ", o.pipeline.tuner.patience,
+      ", \"batch_size\": ", o.pipeline.tuner.batch_size,
+      ", \"max_accuracy_drop\": ",
+      JsonNumber(o.pipeline.tuner.max_accuracy_drop), ", \"learning_rates\": [",
+      LrList(o.pipeline.tuner), "], \"optimizer\": ",
+      JsonString(o.pipeline.tuner.optimizer == TunerOptions::Optimizer::kAdam
+                     ? "adam"
+                     : "sgd_momentum"),
+      ", \"momentum\": ", JsonNumber(o.pipeline.tuner.momentum),
+      ", \"weight_decay\": ", JsonNumber(o.pipeline.tuner.weight_decay),
+      ", \"max_slice_inputs\": ", o.max_slice_inputs, ", \"global_ranking\": ",
+      o.pipeline.slicer.global_ranking ? "true" : "false",
+      ", \"aggregated\": ", o.pipeline.slicer.aggregated ? "true" : "false",
+      ", \"seed\": ", o.seed, "},\n");
   j += "  \"augmentation\": {";
   bool first = true;
   for (const auto& [k, v] : r.augmentation.figures) {
@@ -172,8 +191,9 @@ absl::Status PostTrainer::OnTrainEnd() {
   PT_RETURN_IF_ERROR(CallTorch("splitting the validation data", [&] {
     auto gen = at::detail::createCPUGenerator(options_.seed);
     const int64_t n = val.inputs.size(0);
-    const int64_t n_guard = std::max<int64_t>(
-        1, static_cast<int64_t>(std::llround(n * options_.guard_fraction)));
+    // At least one guard input and at least one to mine.
+    const int64_t n_guard = std::clamp<int64_t>(
+        std::llround(n * options_.guard_fraction), 1, n - 1);
     at::Tensor order = torch::randperm(n, gen);
     at::Tensor g = order.narrow(0, 0, n_guard).to(val.inputs.device());
     at::Tensor d =
@@ -193,6 +213,7 @@ absl::Status PostTrainer::OnTrainEnd() {
   PipelineOptions pipeline = variant.Apply(options_.pipeline);
   pipeline.max_slice_inputs = options_.max_slice_inputs;
   pipeline.seed = options_.seed;
+  pipeline.tuner.seed = options_.seed;
   const LabelledData& slice =
       options_.slice_data.inputs.defined() ? options_.slice_data : mine;
   const Profile* profile =

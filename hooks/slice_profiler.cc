@@ -50,7 +50,9 @@ absl::Status SliceProfiler::OnBatchEnd(const BatchEnd& batch) {
   bool profile = index % n == 0;
   if (options_.sampling == SliceProfilerOptions::Sampling::kEpochTail &&
       last_epoch_batches_ > 0) {
-    profile = index >= last_epoch_batches_ - (last_epoch_batches_ + n - 1) / n;
+    profile =
+        index >= last_epoch_batches_ - (last_epoch_batches_ + n - 1) / n &&
+        index < last_epoch_batches_;  // bounded if this epoch is longer
   }
   if (!profile) return absl::OkStatus();
   const auto start = std::chrono::steady_clock::now();

@@ -78,11 +78,10 @@ bool SameWeights(const torch::nn::Module& a, const torch::nn::Module& b) {
 
 }  // namespace
 
-absl::StatusOr<MinedSet> MineHistory(const torch::nn::Sequential& model,
-                                     const HistoryStore& store,
-                                     const at::Tensor& inputs,
-                                     const at::Tensor& labels,
-                                     const MinerOptions& options) {
+static absl::StatusOr<MinedSet> MineHistoryImpl(
+    const torch::nn::Sequential& model, const HistoryStore& store,
+    const at::Tensor& inputs, const at::Tensor& labels,
+    const MinerOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   if (!inputs.defined() || inputs.dim() == 0 || inputs.size(0) == 0) {
     return absl::InvalidArgumentError("no inputs to mine");
@@ -102,17 +101,26 @@ absl::StatusOr<MinedSet> MineHistory(const torch::nn::Sequential& model,
     return absl::FailedPreconditionError(
         absl::StrCat("history store '", store.dir(), "' holds no epochs"));
   }
-  // The latest ceil(t/2) epochs, t = epochs ever appended.
-  const int64_t t = std::max<int64_t>(store.epochs_appended(),
+  // The latest ceil(t/2) epochs by epoch number, t = training epochs ever
+  // appended (the improved models the post-training phase stored are not
+  // counted). With retention thinning the history, fewer remain.
+  int64_t marked = 0;
+  for (const pb::EpochEntry& e : store.Epochs()) {
+    marked += e.metrics().contains(kPostTrainMetric);
+  }
+  const int64_t t = std::max<int64_t>(store.epochs_appended() - marked,
                                       static_cast<int64_t>(entries.size()));
   const int64_t want = (t + 1) / 2;
+  const int64_t newest = entries.back().epoch();
   MinedSet mined;
   mined.candidates = inputs.size(0);
-  for (size_t i = entries.size() - std::min<size_t>(entries.size(), want);
-       i < entries.size(); ++i) {
-    mined.epochs.push_back(entries[i].epoch());
+  for (const pb::EpochEntry& e : entries) {
+    if (e.epoch() > newest - want) mined.epochs.push_back(e.epoch());
   }
-  const at::Tensor y = labels.to(torch::kCPU, torch::kLong);
+  at::Tensor y;
+  PT_RETURN_IF_ERROR(CallTorch("reading labels", [&] {
+    y = labels.to(torch::kCPU, torch::kLong).reshape({-1});
+  }));
   PT_ASSIGN_OR_RETURN(RegressionView m_view,
                       RegressionView::Create(model, options.p));
   PT_ASSIGN_OR_RETURN(Predictions base,
@@ -157,6 +165,9 @@ absl::StatusOr<MinedSet> MineHistory(const torch::nn::Sequential& model,
     references.index_copy_(0, take.nonzero().reshape({-1}),
                            p.outputs.index({take}).to(torch::kFloat));
   }
+  if (!references.defined()) {  // every visited epoch was M itself
+    references = torch::zeros({n, m_view.outputs()}, torch::kFloat);
+  }
   const at::Tensor rows = best_epoch.ge(0).nonzero().reshape({-1});
   for (int64_t e : mined.epochs) {
     const int64_t c = best_epoch.eq(e).sum().item<int64_t>();
@@ -170,6 +181,18 @@ absl::StatusOr<MinedSet> MineHistory(const torch::nn::Sequential& model,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
   return mined;
+}
+
+absl::StatusOr<MinedSet> MineHistory(const torch::nn::Sequential& model,
+                                     const HistoryStore& store,
+                                     const at::Tensor& inputs,
+                                     const at::Tensor& labels,
+                                     const MinerOptions& options) {
+  try {
+    return MineHistoryImpl(model, store, inputs, labels, options);
+  } catch (...) {
+    return StatusFromCurrentException("mining the history");
+  }
 }
 
 }  // namespace posttrain

@@ -105,5 +105,30 @@ TEST(HistoryMiner, HandMadeHistoryPicksTheExpectedEpochs) {
       << wrong.status();
 }
 
+// t = 2: only the last epoch is mined, and it is M itself, which can never
+// be strictly more confident than M: T is empty (not an error).
+TEST(HistoryMiner, AHistoryOfOnlyTheFinalModelGivesAnEmptySet) {
+  const std::string dir = testing::MakeTempDir("miner_short") + "/history";
+  nn::Sequential model = Model({1, 0}, {0, 1});
+  {
+    auto store = HistoryStore::Open(dir, {}, *DescribeSequential(model));
+    ASSERT_TRUE(store.ok());
+    for (int e = 0; e < 2; ++e) {
+      EpochMetadata meta;
+      meta.epoch = e;
+      nn::Sequential m = e == 1 ? model : Model({3, 0}, {0, 3});
+      ASSERT_TRUE((*store)->Append(meta, *CopyModuleState(*m)).ok());
+    }
+  }
+  auto store = HistoryStore::OpenReadOnly(dir);
+  at::Tensor x = torch::tensor({{1., 0.}, {0., 1.}});
+  at::Tensor y = torch::tensor({0, 1}, torch::kLong);
+  auto mined = MineHistory(model, **store, x, y, {});
+  ASSERT_TRUE(mined.ok()) << mined.status();
+  EXPECT_EQ(mined->epochs, (std::vector<int64_t>{1}));
+  EXPECT_EQ(mined->data.size(), 0);
+  EXPECT_EQ(mined->data.references.size(1), 2);
+}
+
 }  // namespace
 }  // namespace posttrain

@@ -25,22 +25,29 @@ at::Tensor NamedParameter(torch::nn::Module& m, const char* name) {
 
 }  // namespace
 
-double ClassifierAccuracy(const torch::nn::Sequential& model,
-                          const LabelledData& data) {
-  at::Device device(torch::kCPU);
-  if (!model->parameters().empty()) device = model->parameters()[0].device();
-  torch::NoGradGuard no_grad;
-  torch::nn::Sequential m = model;
-  EvalModeGuard eval(*m);
-  const int64_t n = data.inputs.size(0);
-  int64_t correct = 0;
-  for (int64_t b = 0; b < n; b += 1000) {
-    const int64_t len = std::min<int64_t>(1000, n - b);
-    at::Tensor pred =
-        m->forward(data.inputs.narrow(0, b, len).to(device)).argmax(1).cpu();
-    correct +=
-        pred.eq(data.labels.narrow(0, b, len).cpu()).sum().item<int64_t>();
+absl::StatusOr<double> ClassifierAccuracy(const torch::nn::Sequential& model,
+                                          const LabelledData& data) {
+  if (!data.inputs.defined() || !data.labels.defined() ||
+      data.inputs.size(0) == 0 || data.labels.numel() != data.inputs.size(0)) {
+    return absl::InvalidArgumentError(
+        "accuracy needs inputs and one label per input");
   }
+  int64_t correct = 0;
+  const int64_t n = data.inputs.size(0);
+  PT_RETURN_IF_ERROR(CallTorch("computing accuracy", [&] {
+    torch::NoGradGuard no_grad;
+    torch::nn::Sequential m = model;
+    EvalModeGuard eval(*m);
+    at::Device device(torch::kCPU);
+    if (!m->parameters().empty()) device = m->parameters()[0].device();
+    const at::Tensor labels = data.labels.reshape({-1}).cpu();
+    for (int64_t b = 0; b < n; b += 1000) {
+      const int64_t len = std::min<int64_t>(1000, n - b);
+      at::Tensor pred =
+          m->forward(data.inputs.narrow(0, b, len).to(device)).argmax(1).cpu();
+      correct += pred.eq(labels.narrow(0, b, len)).sum().item<int64_t>();
+    }
+  }));
   return static_cast<double>(correct) / static_cast<double>(n);
 }
 
@@ -202,12 +209,12 @@ absl::StatusOr<at::Tensor> RegressionLoss(
   return loss;
 }
 
-absl::Status MaskedBackward(const RegressionView& view,
-                            const std::vector<CriterionMask>& masks,
-                            const at::Tensor& inputs,
-                            const at::Tensor& references,
-                            const at::Tensor& criteria,
-                            const at::Tensor& labels) {
+static absl::Status MaskedBackwardImpl(const RegressionView& view,
+                                       const std::vector<CriterionMask>& masks,
+                                       const at::Tensor& inputs,
+                                       const at::Tensor& references,
+                                       const at::Tensor& criteria,
+                                       const at::Tensor& labels) {
   const TrainableParameters params = Trainable(view);
   const std::vector<at::Tensor> all = params.all();
   const at::Tensor crit = criteria.to(torch::kCPU, torch::kLong);
@@ -297,12 +304,10 @@ absl::StatusOr<torch::nn::Sequential> CopyModel(
   return copy;
 }
 
-absl::StatusOr<TuneReport> TuneModel(torch::nn::Sequential& model,
-                                     const std::vector<Slice>& slices,
-                                     const TuningData& train,
-                                     const TuningData& validation,
-                                     const LabelledData& guard,
-                                     const TunerOptions& options) {
+static absl::StatusOr<TuneReport> TuneModelImpl(
+    torch::nn::Sequential& model, const std::vector<Slice>& slices,
+    const TuningData& train, const TuningData& validation,
+    const LabelledData& guard, const TunerOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   if (options.learning_rates.empty() || options.max_epochs < 1 ||
       options.batch_size < 1 || options.patience < 1) {
@@ -334,7 +339,8 @@ absl::StatusOr<TuneReport> TuneModel(torch::nn::Sequential& model,
   if (!model->parameters().empty()) device = model->parameters()[0].device();
 
   TuneReport report;
-  report.guard_accuracy_before = ClassifierAccuracy(model, guard);
+  PT_ASSIGN_OR_RETURN(report.guard_accuracy_before,
+                      ClassifierAccuracy(model, guard));
   std::optional<torch::nn::Sequential> winner;
   double winner_loss = std::numeric_limits<double>::infinity();
   const at::Tensor train_crit = train.criteria.cpu().to(torch::kLong);
@@ -435,7 +441,7 @@ absl::StatusOr<TuneReport> TuneModel(torch::nn::Sequential& model,
       }
     }
     PT_RETURN_IF_ERROR(LoadModuleState(best_state, *copy));
-    trial.guard_accuracy = ClassifierAccuracy(copy, guard);
+    PT_ASSIGN_OR_RETURN(trial.guard_accuracy, ClassifierAccuracy(copy, guard));
     trial.passes_guard = report.guard_accuracy_before - trial.guard_accuracy <=
                          options.max_accuracy_drop + 1e-12;
     report.trials.push_back(trial);
@@ -470,6 +476,33 @@ absl::StatusOr<TuneReport> TuneModel(torch::nn::Sequential& model,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
   return report;
+}
+
+absl::StatusOr<TuneReport> TuneModel(torch::nn::Sequential& model,
+                                     const std::vector<Slice>& slices,
+                                     const TuningData& train,
+                                     const TuningData& validation,
+                                     const LabelledData& guard,
+                                     const TunerOptions& options) {
+  try {
+    return TuneModelImpl(model, slices, train, validation, guard, options);
+  } catch (...) {
+    return StatusFromCurrentException("tuning");
+  }
+}
+
+absl::Status MaskedBackward(const RegressionView& view,
+                            const std::vector<CriterionMask>& masks,
+                            const at::Tensor& inputs,
+                            const at::Tensor& references,
+                            const at::Tensor& criteria,
+                            const at::Tensor& labels) {
+  try {
+    return MaskedBackwardImpl(view, masks, inputs, references, criteria,
+                              labels);
+  } catch (...) {
+    return StatusFromCurrentException("masked backward");
+  }
 }
 
 }  // namespace posttrain

@@ -164,8 +164,8 @@ absl::Status SyncLayers(const torch::nn::Module& from, torch::nn::Module& to,
 
 // Clean top-1 accuracy in [0, 1] of `model` on `data` (eval mode, no grad,
 // batches of 1000 on the model's device).
-double ClassifierAccuracy(const torch::nn::Sequential& model,
-                          const LabelledData& data);
+absl::StatusOr<double> ClassifierAccuracy(const torch::nn::Sequential& model,
+                                          const LabelledData& data);
 
 // A fresh copy of `model` (same architecture, parameters and buffers, same
 // device), built from its model spec.

@@ -43,11 +43,10 @@ absl::StatusOr<double> CrossEntropy(const torch::nn::Sequential& model,
 
 }  // namespace
 
-absl::StatusOr<TuneReport> TuneCrossEntropy(torch::nn::Sequential& model,
-                                            const TuningData& train,
-                                            const TuningData& validation,
-                                            const LabelledData& guard,
-                                            const TunerOptions& options) {
+static absl::StatusOr<TuneReport> TuneCrossEntropyImpl(
+    torch::nn::Sequential& model, const TuningData& train,
+    const TuningData& validation, const LabelledData& guard,
+    const TunerOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   if (train.size() == 0 || validation.size() == 0 || !train.labels.defined() ||
       !validation.labels.defined()) {
@@ -61,7 +60,8 @@ absl::StatusOr<TuneReport> TuneCrossEntropy(torch::nn::Sequential& model,
   at::Device device(torch::kCPU);
   if (!model->parameters().empty()) device = model->parameters()[0].device();
   TuneReport report;
-  report.guard_accuracy_before = ClassifierAccuracy(model, guard);
+  PT_ASSIGN_OR_RETURN(report.guard_accuracy_before,
+                      ClassifierAccuracy(model, guard));
   std::optional<torch::nn::Sequential> winner;
   double winner_loss = std::numeric_limits<double>::infinity();
   for (size_t i = 0; i < options.learning_rates.size(); ++i) {
@@ -88,8 +88,11 @@ absl::StatusOr<TuneReport> TuneCrossEntropy(torch::nn::Sequential& model,
               0, b, std::min(options.batch_size, train.size() - b));
           adam.zero_grad();
           torch::nn::functional::cross_entropy(
-              copy->forward(train.inputs.index_select(0, rows).to(device)),
-              train.labels.index_select(0, rows).to(device))
+              copy->forward(
+                  train.inputs.index_select(0, rows.to(train.inputs.device()))
+                      .to(device)),
+              train.labels.index_select(0, rows.to(train.labels.device()))
+                  .to(device))
               .backward();
           adam.step();
         }
@@ -106,7 +109,7 @@ absl::StatusOr<TuneReport> TuneCrossEntropy(torch::nn::Sequential& model,
       }
     }
     PT_RETURN_IF_ERROR(LoadModuleState(best, *copy));
-    trial.guard_accuracy = ClassifierAccuracy(copy, guard);
+    PT_ASSIGN_OR_RETURN(trial.guard_accuracy, ClassifierAccuracy(copy, guard));
     trial.passes_guard = report.guard_accuracy_before - trial.guard_accuracy <=
                          options.max_accuracy_drop + 1e-12;
     report.trials.push_back(trial);
@@ -135,7 +138,7 @@ absl::StatusOr<TuneReport> TuneCrossEntropy(torch::nn::Sequential& model,
   return report;
 }
 
-absl::StatusOr<PipelineResult> RunPipeline(
+static absl::StatusOr<PipelineResult> RunPipelineImpl(
     torch::nn::Sequential& model, Augmenter& augmenter, const Profile* profile,
     const at::Tensor& slice_inputs, const at::Tensor& slice_labels,
     const LabelledData& guard, const PipelineOptions& options) {
@@ -147,6 +150,9 @@ absl::StatusOr<PipelineResult> RunPipeline(
   result.augment_seconds = Since(t);
   result.augmentation.figures = aug.figures;
   if (aug.train.size() == 0 || aug.validation.size() == 0) {
+    PT_ASSIGN_OR_RETURN(result.tune.guard_accuracy_before,
+                        ClassifierAccuracy(model, guard));
+    result.tune.guard_accuracy_after = result.tune.guard_accuracy_before;
     result.tune.reason = absl::StrCat("the augmenter found ", aug.train.size(),
                                       " training and ", aug.validation.size(),
                                       " validation samples; original kept");
@@ -199,6 +205,30 @@ absl::StatusOr<PipelineResult> RunPipeline(
                                 guard, options.tuner));
   result.tune_seconds = Since(t);
   return result;
+}
+
+absl::StatusOr<TuneReport> TuneCrossEntropy(torch::nn::Sequential& model,
+                                            const TuningData& train,
+                                            const TuningData& validation,
+                                            const LabelledData& guard,
+                                            const TunerOptions& options) {
+  try {
+    return TuneCrossEntropyImpl(model, train, validation, guard, options);
+  } catch (...) {
+    return StatusFromCurrentException("cross-entropy tuning");
+  }
+}
+
+absl::StatusOr<PipelineResult> RunPipeline(
+    torch::nn::Sequential& model, Augmenter& augmenter, const Profile* profile,
+    const at::Tensor& slice_inputs, const at::Tensor& slice_labels,
+    const LabelledData& guard, const PipelineOptions& options) {
+  try {
+    return RunPipelineImpl(model, augmenter, profile, slice_inputs,
+                           slice_labels, guard, options);
+  } catch (...) {
+    return StatusFromCurrentException("post-training pipeline");
+  }
 }
 
 }  // namespace posttrain
