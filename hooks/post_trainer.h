@@ -9,7 +9,12 @@
 // report.md.
 //
 // Add it to the CallbackList after the HistoryRecorder and the
-// SliceProfiler, so their OnTrainEnd (flush, all-reduce) runs first.
+// SliceProfiler, so their OnTrainEnd (flush, all-reduce) runs first. It is
+// meant for the end of training: the stored improved model takes the next
+// epoch number, so the same recorder cannot go on recording training epochs
+// after it (start a new recorder, which resumes after it). With a
+// retention policy that keeps the last N, that extra epoch counts as one
+// of them. In a torch.distributed job run it on the writer rank.
 //
 // Data: `validation` is the held-out half handed to the callback; a seeded
 // guard_fraction of it is the guard split (lr choice, early stopping,

@@ -10,7 +10,8 @@
 // batched over D: memory is M, one history model and T. A history epoch
 // whose weights equal M's bit for bit (the final epoch, usually) is
 // skipped: with the strict comparison of Algorithm 1 it can never be
-// chosen over M.
+// chosen over M. (With the lossy history codec that epoch is M plus
+// quantization noise and is mined like the others.)
 //
 // Example:
 //   PT_ASSIGN_OR_RETURN(MinedSet mined,

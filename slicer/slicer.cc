@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -317,32 +318,57 @@ absl::StatusOr<Slice> SelectKeySynapses(const ModelView& view,
     }
   }
   // Keeps the ceil(q% of n) largest of `c` (flat), ties to the lower index.
-  auto top = [&](const at::Tensor& c) {
+  // Keeps the ceil(q% of the real synapses) with the largest count (flat),
+  // ties to the lower index. `valid` marks the real synapses: all of them,
+  // except across the groups of a grouped Conv2d, whose dense count matrix
+  // holds entries for synapses that do not exist.
+  auto top = [&](const at::Tensor& c, const at::Tensor& valid) {
     const int64_t n = c.numel();
+    const int64_t real = valid.sum().item<int64_t>();
     const int64_t keep = std::min<int64_t>(
-        n, static_cast<int64_t>(std::ceil(options.q / 100.0 * n - 1e-9)));
-    at::Tensor order = std::get<1>(c.reshape({-1}).sort(
+        real, static_cast<int64_t>(std::ceil(options.q / 100.0 * real - 1e-9)));
+    at::Tensor ranked = torch::where(
+        valid, c, torch::full_like(c, std::numeric_limits<int64_t>::min()));
+    at::Tensor order = std::get<1>(ranked.sort(
         /*stable=*/true, /*dim=*/0, /*descending=*/true));
     at::Tensor flat = torch::zeros({n}, torch::kBool);
     flat.index_fill_(0, order.narrow(0, 0, keep), true);
     return flat;
+  };
+  auto valid_of = [&](size_t k) {
+    const ModelView::Layer& l = view.layers()[weighted[k]];
+    const at::Tensor& c = counts[k];
+    if (l.spec.kind() != pb::LayerSpec::CONV2D || l.spec.groups() <= 1) {
+      return torch::ones({c.numel()}, torch::kBool);
+    }
+    const int64_t groups = l.spec.groups();
+    const int64_t out_g = c.size(0) / groups, in_g = c.size(1) / groups;
+    at::Tensor v = torch::zeros(c.sizes(), torch::kBool);
+    for (int64_t g = 0; g < groups; ++g) {
+      v.narrow(0, g * out_g, out_g).narrow(1, g * in_g, in_g).fill_(true);
+    }
+    return v.reshape({-1});
   };
   Slice slice;
   absl::Status status;
   PT_RETURN_IF_ERROR(CallTorch("selecting key synapses", [&] {
     std::vector<at::Tensor> masks;  // [out, in] per layer
     if (options.global_ranking) {
-      std::vector<at::Tensor> flat;
-      for (const at::Tensor& c : counts) flat.push_back(c.reshape({-1}));
-      at::Tensor all = top(torch::cat(flat));
+      std::vector<at::Tensor> flat, valid;
+      for (size_t k = 0; k < counts.size(); ++k) {
+        flat.push_back(counts[k].reshape({-1}));
+        valid.push_back(valid_of(k));
+      }
+      at::Tensor all = top(torch::cat(flat), torch::cat(valid));
       int64_t offset = 0;
       for (const at::Tensor& c : counts) {
         masks.push_back(all.narrow(0, offset, c.numel()).reshape(c.sizes()));
         offset += c.numel();
       }
     } else {
-      for (const at::Tensor& c : counts) {
-        masks.push_back(top(c).reshape(c.sizes()));
+      for (size_t k = 0; k < counts.size(); ++k) {
+        masks.push_back(top(counts[k].reshape({-1}), valid_of(k))
+                            .reshape(counts[k].sizes()));
       }
     }
     for (size_t k = 0; k < weighted.size(); ++k) {

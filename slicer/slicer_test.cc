@@ -492,5 +492,30 @@ TEST(Slicer, GlobalRankingComparesAcrossLayers) {
       << bad.status();
 }
 
+// A grouped Conv2d's dense count matrix holds cross-group entries for
+// synapses that do not exist; they must not take key-synapse places.
+TEST(Slicer, GroupedConvRanksOnlyRealSynapses) {
+  nn::Sequential net(nn::Conv2d(nn::Conv2dOptions(4, 4, 1).groups(2)),
+                     nn::Flatten(), nn::Linear(4, 2));
+  auto view = ModelView::Create(net);
+  ASSERT_TRUE(view.ok());
+  // Real synapses: out 0-1 x in 0-1 and out 2-3 x in 2-3 (8 of 16); the
+  // zeros elsewhere are phantoms and would outrank every real count.
+  std::vector<at::Tensor> counts = {
+      torch::tensor(
+          {{-1, -2, 0, 0}, {-3, -4, 0, 0}, {0, 0, -5, -6}, {0, 0, -7, -8}},
+          torch::kLong),
+      torch::tensor({{1, 1, 1, 1}, {1, 1, 1, 1}}, torch::kLong)};
+  auto slice = SelectKeySynapses(*view, counts, {50.0});
+  ASSERT_TRUE(slice.ok()) << slice.status();
+  // 4 of the 8 real synapses: the whole first group.
+  EXPECT_TRUE(torch::equal(
+      slice->layers[0].synapse_mask.reshape({4, 2}),
+      torch::tensor(
+          {{true, true}, {true, true}, {false, false}, {false, false}})));
+  EXPECT_TRUE(torch::equal(slice->layers[0].neuron_mask,
+                           torch::tensor({true, true, false, false})));
+}
+
 }  // namespace
 }  // namespace posttrain
