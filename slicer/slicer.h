@@ -110,8 +110,8 @@ absl::Status AccumulateCounts(const ModelView& view, const Profile& profile,
 
 // Per weight tensor (or over the whole model with global_ranking), the
 // ceil(q% of its synapses) with the largest COUNT (ties to the lower index)
-// are key synapses; a grouped Conv2d's synapses are those within a group. Errors: q outside (0, 100], counts that do not match the
-// model.
+// are key synapses; a grouped Conv2d's synapses are those within a group.
+// Errors: q outside (0, 100], counts that do not match the model.
 absl::StatusOr<Slice> SelectKeySynapses(const ModelView& view,
                                         const std::vector<at::Tensor>& counts,
                                         const SliceOptions& options);
