@@ -338,61 +338,50 @@ static absl::StatusOr<TuneReport> TuneModelImpl(
   at::Device device(torch::kCPU);
   if (!model->parameters().empty()) device = model->parameters()[0].device();
 
-  TuneReport report;
-  PT_ASSIGN_OR_RETURN(report.guard_accuracy_before,
-                      ClassifierAccuracy(model, guard));
-  std::optional<torch::nn::Sequential> winner;
-  double winner_loss = std::numeric_limits<double>::infinity();
   const at::Tensor train_crit = train.criteria.cpu().to(torch::kLong);
-
-  for (size_t trial_no = 0; trial_no < options.learning_rates.size();
-       ++trial_no) {
-    const double lr = options.learning_rates[trial_no];
-    PT_ASSIGN_OR_RETURN(torch::nn::Sequential copy, CopyModel(model));
-    EvalModeGuard eval(*copy);
-    PT_ASSIGN_OR_RETURN(RegressionView view,
+  auto make = [&](torch::nn::Sequential& copy,
+                  double lr) -> absl::StatusOr<LearningRateCandidate> {
+    PT_ASSIGN_OR_RETURN(RegressionView copy_view,
                         RegressionView::Create(copy, options.p));
-    std::vector<CriterionMask> masks;
+    auto view = std::make_shared<RegressionView>(std::move(copy_view));
+    auto masks = std::make_shared<std::vector<CriterionMask>>();
     if (slices.empty()) {
-      PT_ASSIGN_OR_RETURN(masks, FullMasks(view, num_criteria));
+      PT_ASSIGN_OR_RETURN(*masks, FullMasks(*view, num_criteria));
     } else {
-      PT_ASSIGN_OR_RETURN(masks, MasksFromSlices(view, slices));
+      PT_ASSIGN_OR_RETURN(*masks, MasksFromSlices(*view, slices));
     }
-    const TrainableParameters params = Trainable(view);
-    std::unique_ptr<torch::optim::Optimizer> optimizer;
+    const TrainableParameters params = Trainable(*view);
+    std::shared_ptr<torch::optim::Optimizer> optimizer;
     if (options.optimizer == TunerOptions::Optimizer::kAdam) {
-      optimizer = std::make_unique<torch::optim::Adam>(
+      optimizer = std::make_shared<torch::optim::Adam>(
           params.all(),
           torch::optim::AdamOptions(lr).weight_decay(options.weight_decay));
     } else {
-      optimizer = std::make_unique<torch::optim::SGD>(
+      optimizer = std::make_shared<torch::optim::SGD>(
           params.all(), torch::optim::SGDOptions(lr)
                             .momentum(options.momentum)
                             .weight_decay(options.weight_decay));
     }
-    PT_ASSIGN_OR_RETURN(const double loss0,
-                        DatasetLoss(view, masks, validation, device));
-    if (trial_no == 0) report.validation_loss_before = loss0;
-    LearningRateTrial trial;
-    trial.lr = lr;
-    trial.best_validation_loss = loss0;
-    PT_ASSIGN_OR_RETURN(NamedTensors best_state, CopyModuleState(*copy));
-    int since_best = 0;
-    auto gen = at::detail::createCPUGenerator(options.seed);
-    for (int epoch = 1; epoch <= options.max_epochs; ++epoch) {
+    auto gen = std::make_shared<at::Generator>(
+        at::detail::createCPUGenerator(options.seed));
+    LearningRateCandidate candidate;
+    candidate.validation_loss = [=, &validation]() {
+      return DatasetLoss(*view, *masks, validation, device);
+    };
+    candidate.train_epoch = [=, &train, &train_crit]() -> absl::Status {
       // Batches of one criterion each, in a shuffled order.
       std::vector<at::Tensor> batches;
       for (int c = 0; c < num_criteria; ++c) {
         at::Tensor rows = train_crit.eq(c).nonzero().reshape({-1});
         if (rows.numel() == 0) continue;
-        rows = rows.index_select(0, torch::randperm(rows.numel(), gen));
+        rows = rows.index_select(0, torch::randperm(rows.numel(), *gen));
         for (int64_t b = 0; b < rows.numel(); b += options.batch_size) {
           batches.push_back(rows.narrow(
               0, b, std::min(options.batch_size, rows.numel() - b)));
         }
       }
       at::Tensor order =
-          torch::randperm(static_cast<int64_t>(batches.size()), gen);
+          torch::randperm(static_cast<int64_t>(batches.size()), *gen);
       for (int64_t i = 0; i < order.numel(); ++i) {
         const at::Tensor& rows = batches[order[i].item<int64_t>()];
         const int64_t c = train_crit[rows[0].item<int64_t>()].item<int64_t>();
@@ -403,7 +392,7 @@ static absl::StatusOr<TuneReport> TuneModelImpl(
         }
         optimizer->zero_grad();
         PT_RETURN_IF_ERROR(MaskedBackward(
-            view, masks,
+            *view, *masks,
             train.inputs.index_select(0, rows.to(train.inputs.device()))
                 .to(device),
             train.references.index_select(0, rows.to(train.references.device()))
@@ -414,6 +403,9 @@ static absl::StatusOr<TuneReport> TuneModelImpl(
                 : at::Tensor()));
         PT_RETURN_IF_ERROR(CallTorch("optimizer step", [&] {
           optimizer->step();
+          // Entries outside this criterion's masks get their pre-step
+          // values back: Adam moments, momentum and weight decay must not
+          // move them.
           torch::NoGradGuard no_grad;
           size_t j = 0;
           for (size_t k = 0; k < params.weight.size(); ++k) {
@@ -421,16 +413,54 @@ static absl::StatusOr<TuneReport> TuneModelImpl(
               at::Tensor p = which == 0 ? params.weight[k] : params.bias[k];
               if (!p.defined()) continue;
               const at::Tensor& mask =
-                  which == 0 ? masks[c].weight[k] : masks[c].bias[k];
+                  which == 0 ? (*masks)[c].weight[k] : (*masks)[c].bias[k];
               p.copy_(torch::where(mask, p, before[j]));
               ++j;
             }
           }
         }));
       }
+      return absl::OkStatus();
+    };
+    return candidate;
+  };
+  PT_ASSIGN_OR_RETURN(
+      TuneReport report,
+      SearchLearningRates(model, guard, options, probe.layer_names(), make));
+  report.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  return report;
+}
+
+absl::StatusOr<TuneReport> SearchLearningRates(
+    torch::nn::Sequential& model, const LabelledData& guard,
+    const TunerOptions& options, const std::vector<std::string>& layers,
+    const std::function<absl::StatusOr<LearningRateCandidate>(
+        torch::nn::Sequential& copy, double lr)>& make) {
+  TuneReport report;
+  PT_ASSIGN_OR_RETURN(report.guard_accuracy_before,
+                      ClassifierAccuracy(model, guard));
+  std::optional<torch::nn::Sequential> winner;
+  double winner_loss = std::numeric_limits<double>::infinity();
+  for (size_t trial_no = 0; trial_no < options.learning_rates.size();
+       ++trial_no) {
+    const double lr = options.learning_rates[trial_no];
+    PT_ASSIGN_OR_RETURN(torch::nn::Sequential copy, CopyModel(model));
+    // Eval mode: BatchNorm keeps M's statistics, Dropout is off.
+    EvalModeGuard eval(*copy);
+    PT_ASSIGN_OR_RETURN(LearningRateCandidate candidate, make(copy, lr));
+    PT_ASSIGN_OR_RETURN(const double loss0, candidate.validation_loss());
+    if (trial_no == 0) report.validation_loss_before = loss0;
+    LearningRateTrial trial;
+    trial.lr = lr;
+    trial.best_validation_loss = loss0;
+    PT_ASSIGN_OR_RETURN(NamedTensors best_state, CopyModuleState(*copy));
+    int since_best = 0;
+    for (int epoch = 1; epoch <= options.max_epochs; ++epoch) {
+      PT_RETURN_IF_ERROR(candidate.train_epoch());
       ++report.epochs_run;
-      PT_ASSIGN_OR_RETURN(const double loss,
-                          DatasetLoss(view, masks, validation, device));
+      PT_ASSIGN_OR_RETURN(const double loss, candidate.validation_loss());
       if (loss < trial.best_validation_loss) {
         trial.best_validation_loss = loss;
         trial.best_epoch = epoch;
@@ -456,9 +486,7 @@ static absl::StatusOr<TuneReport> TuneModelImpl(
     }
   }
   if (winner.has_value()) {
-    PT_ASSIGN_OR_RETURN(RegressionView view,
-                        RegressionView::Create(*winner, options.p));
-    PT_RETURN_IF_ERROR(SyncLayers(**winner, *model, view.layer_names()));
+    PT_RETURN_IF_ERROR(SyncLayers(**winner, *model, layers));
     report.accepted = true;
   } else {
     bool improved = false;
@@ -472,9 +500,6 @@ static absl::StatusOr<TuneReport> TuneModelImpl(
     report.guard_accuracy_after = report.guard_accuracy_before;
     report.validation_loss_after = report.validation_loss_before;
   }
-  report.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-          .count();
   return report;
 }
 

@@ -39,6 +39,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -154,6 +155,25 @@ absl::StatusOr<TuneReport> TuneModel(torch::nn::Sequential& model,
                                      const TuningData& validation,
                                      const LabelledData& guard,
                                      const TunerOptions& options);
+
+// One learning rate's candidate in SearchLearningRates: one training epoch
+// of the copy it was made for, and its validation loss.
+struct LearningRateCandidate {
+  std::function<absl::Status()> train_epoch;
+  std::function<absl::StatusOr<double>()> validation_loss;
+};
+
+// The search both tuners share: for each lr, `make` builds a candidate on a
+// fresh copy of `model` (in eval mode); epochs run until max_epochs or
+// `patience` epochs without a lower validation loss; the best epoch is kept;
+// the candidate with the lowest loss among those within the accuracy guard
+// is synced into `model` (the tensors of `layers`); otherwise the report
+// says why the original stays.
+absl::StatusOr<TuneReport> SearchLearningRates(
+    torch::nn::Sequential& model, const LabelledData& guard,
+    const TunerOptions& options, const std::vector<std::string>& layers,
+    const std::function<absl::StatusOr<LearningRateCandidate>(
+        torch::nn::Sequential& copy, double lr)>& make);
 
 // Copies the parameters and buffers of the layers named `layers` (state-dict
 // prefixes) from `from` into `to`, by name; every other tensor of `to` is

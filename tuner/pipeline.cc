@@ -59,34 +59,24 @@ static absl::StatusOr<TuneReport> TuneCrossEntropyImpl(
   }
   at::Device device(torch::kCPU);
   if (!model->parameters().empty()) device = model->parameters()[0].device();
-  TuneReport report;
-  PT_ASSIGN_OR_RETURN(report.guard_accuracy_before,
-                      ClassifierAccuracy(model, guard));
-  std::optional<torch::nn::Sequential> winner;
-  double winner_loss = std::numeric_limits<double>::infinity();
-  for (size_t i = 0; i < options.learning_rates.size(); ++i) {
-    const double lr = options.learning_rates[i];
-    PT_ASSIGN_OR_RETURN(torch::nn::Sequential copy, CopyModel(model));
-    // Eval mode like the masked tuner: BatchNorm statistics stay M's.
-    EvalModeGuard eval(*copy);
-    torch::optim::Adam adam(
+  auto make = [&](torch::nn::Sequential& copy,
+                  double lr) -> absl::StatusOr<LearningRateCandidate> {
+    auto adam = std::make_shared<torch::optim::Adam>(
         copy->parameters(),
         torch::optim::AdamOptions(lr).weight_decay(options.weight_decay));
-    PT_ASSIGN_OR_RETURN(const double loss0, CrossEntropy(copy, validation));
-    if (i == 0) report.validation_loss_before = loss0;
-    LearningRateTrial trial;
-    trial.lr = lr;
-    trial.best_validation_loss = loss0;
-    PT_ASSIGN_OR_RETURN(NamedTensors best, CopyModuleState(*copy));
-    int since = 0;
-    auto gen = at::detail::createCPUGenerator(options.seed);
-    for (int epoch = 1; epoch <= options.max_epochs; ++epoch) {
-      PT_RETURN_IF_ERROR(CallTorch("cross-entropy tuning", [&] {
-        at::Tensor order = torch::randperm(train.size(), gen);
+    auto gen = std::make_shared<at::Generator>(
+        at::detail::createCPUGenerator(options.seed));
+    LearningRateCandidate candidate;
+    candidate.validation_loss = [copy, &validation]() {
+      return CrossEntropy(copy, validation);
+    };
+    candidate.train_epoch = [=, &train]() mutable {
+      return CallTorch("cross-entropy tuning", [&] {
+        at::Tensor order = torch::randperm(train.size(), *gen);
         for (int64_t b = 0; b < train.size(); b += options.batch_size) {
           at::Tensor rows = order.narrow(
               0, b, std::min(options.batch_size, train.size() - b));
-          adam.zero_grad();
+          adam->zero_grad();
           torch::nn::functional::cross_entropy(
               copy->forward(
                   train.inputs.index_select(0, rows.to(train.inputs.device()))
@@ -94,46 +84,18 @@ static absl::StatusOr<TuneReport> TuneCrossEntropyImpl(
               train.labels.index_select(0, rows.to(train.labels.device()))
                   .to(device))
               .backward();
-          adam.step();
+          adam->step();
         }
-      }));
-      ++report.epochs_run;
-      PT_ASSIGN_OR_RETURN(const double loss, CrossEntropy(copy, validation));
-      if (loss < trial.best_validation_loss) {
-        trial.best_validation_loss = loss;
-        trial.best_epoch = epoch;
-        PT_ASSIGN_OR_RETURN(best, CopyModuleState(*copy));
-        since = 0;
-      } else if (++since >= options.patience) {
-        break;
-      }
-    }
-    PT_RETURN_IF_ERROR(LoadModuleState(best, *copy));
-    PT_ASSIGN_OR_RETURN(trial.guard_accuracy, ClassifierAccuracy(copy, guard));
-    trial.passes_guard = report.guard_accuracy_before - trial.guard_accuracy <=
-                         options.max_accuracy_drop + 1e-12;
-    report.trials.push_back(trial);
-    if (trial.best_epoch > 0 && trial.passes_guard &&
-        trial.best_validation_loss < winner_loss) {
-      winner_loss = trial.best_validation_loss;
-      winner = copy;
-      report.lr = lr;
-      report.best_epoch = trial.best_epoch;
-      report.guard_accuracy_after = trial.guard_accuracy;
-      report.validation_loss_after = trial.best_validation_loss;
-    }
-  }
-  if (winner.has_value()) {
-    PT_ASSIGN_OR_RETURN(NamedTensors state, CopyModuleState(**winner));
-    PT_RETURN_IF_ERROR(LoadModuleState(state, *model));
-    report.accepted = true;
-  } else {
-    report.reason =
-        "no candidate improved the validation loss within the "
-        "accuracy guard; original kept";
-    report.guard_accuracy_after = report.guard_accuracy_before;
-    report.validation_loss_after = report.validation_loss_before;
-  }
+      });
+    };
+    return candidate;
+  };
+  PT_ASSIGN_OR_RETURN(ModelView view, ModelView::Create(model));
+  std::vector<std::string> all_layers;
+  for (const ModelView::Layer& l : view.layers()) all_layers.push_back(l.name);
+  PT_ASSIGN_OR_RETURN(
+      TuneReport report,
+      SearchLearningRates(model, guard, options, all_layers, make));
   report.seconds = Since(start);
   return report;
 }
