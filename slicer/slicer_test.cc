@@ -155,6 +155,22 @@ TEST(Slicer, MatchesThePlainLoopReferenceOn60RandomNets) {
   EXPECT_GT(nonzero, 1000);
 }
 
+// The MLP of the hand-worked tests: Linear "0" (W1) -> ReLU -> Linear "2"
+// (W2), no biases, W1 = [[1, -1], [2, 1]], W2 = [[1, -2], [-1, 1]].
+nn::Sequential HandWorkedMlpNet() {
+  nn::Sequential net(nn::Linear(nn::LinearOptions(2, 2).bias(false)),
+                     nn::ReLU(),
+                     nn::Linear(nn::LinearOptions(2, 2).bias(false)));
+  {
+    torch::NoGradGuard g;
+    net[0]->as<nn::Linear>()->weight.copy_(
+        torch::tensor({{1., -1.}, {2., 1.}}));
+    net[2]->as<nn::Linear>()->weight.copy_(
+        torch::tensor({{1., -2.}, {-1., 1.}}));
+  }
+  return net;
+}
+
 // Worked by hand. MLP: Linear "0" (W1) -> ReLU -> Linear "2" (W2), no bias.
 //   W1 = [[1, -1], [2, 1]]   W2 = [[1, -2], [-1, 1]]   (rows: output neuron)
 // Profile data D = {(1, 0), (0, 1)}:
@@ -175,16 +191,7 @@ TEST(Slicer, MatchesThePlainLoopReferenceOn60RandomNets) {
 //   "0": 1 (index 2), then -1 (index 0) -> [[T, F], [T, F]], neurons (T, T)
 // q = 25 keeps 1: "2" -> index 3, neurons (F, T); "0" -> index 2, (F, T).
 TEST(Slicer, HandWorkedMlp) {
-  nn::Sequential net(nn::Linear(nn::LinearOptions(2, 2).bias(false)),
-                     nn::ReLU(),
-                     nn::Linear(nn::LinearOptions(2, 2).bias(false)));
-  {
-    torch::NoGradGuard g;
-    net[0]->as<nn::Linear>()->weight.copy_(
-        torch::tensor({{1., -1.}, {2., 1.}}));
-    net[2]->as<nn::Linear>()->weight.copy_(
-        torch::tensor({{1., -2.}, {-1., 1.}}));
-  }
+  nn::Sequential net = HandWorkedMlpNet();
   auto view = ModelView::Create(net);
   ASSERT_TRUE(view.ok());
   torch::Tensor d = torch::tensor({{1., 0.}, {0., 1.}});
@@ -409,16 +416,7 @@ TEST(Slicer, MixedCriteriaInOneBatchEqualEachCriterionApart) {
 //   "0": s_out = (-1·-1, 1·-1) = (1, -1), s_in = (-1, 1): COUNT =
 //   [[1, -1], [1, 1]] ⊙ [[-1, 1], [1, -1]] = [[-1, -1], [1, -1]].
 TEST(Slicer, HandWorkedAggregatedOption) {
-  nn::Sequential net(nn::Linear(nn::LinearOptions(2, 2).bias(false)),
-                     nn::ReLU(),
-                     nn::Linear(nn::LinearOptions(2, 2).bias(false)));
-  {
-    torch::NoGradGuard g;
-    net[0]->as<nn::Linear>()->weight.copy_(
-        torch::tensor({{1., -1.}, {2., 1.}}));
-    net[2]->as<nn::Linear>()->weight.copy_(
-        torch::tensor({{1., -2.}, {-1., 1.}}));
-  }
+  nn::Sequential net = HandWorkedMlpNet();
   auto view = ModelView::Create(net);
   ASSERT_TRUE(view.ok());
   torch::Tensor d = torch::tensor({{1., 0.}, {0., 1.}, {2., 0.}});
