@@ -85,18 +85,6 @@ TEST(HistoryMiner, HandMadeHistoryPicksTheExpectedEpochs) {
   EXPECT_NEAR(probs->data.references[1][0].item<double>(),
               1 / (1 + std::exp(-3.0)), 1e-6);
 
-  // dare_random: every sample, each from a seeded random epoch.
-  MinerOptions random;
-  random.mode = MinerOptions::Mode::kRandom;
-  auto r1 = MineHistory(model, **store, x, y, random);
-  auto r2 = MineHistory(model, **store, x, y, random);
-  ASSERT_TRUE(r1.ok() && r2.ok());
-  EXPECT_EQ(r1->data.size(), 3);
-  EXPECT_TRUE(torch::equal(r1->data.references, r2->data.references));
-  int64_t total = 0;
-  for (const auto& [e, c] : r1->chosen) total += c;
-  EXPECT_EQ(total, 3);
-
   // Errors name the problem.
   EXPECT_FALSE(MineHistory(model, **store, x, y.slice(0, 0, 2), {}).ok());
   nn::Sequential other(nn::Linear(2, 3), nn::ReLU(), nn::Linear(3, 2));
@@ -128,6 +116,88 @@ TEST(HistoryMiner, AHistoryOfOnlyTheFinalModelGivesAnEmptySet) {
   EXPECT_EQ(mined->epochs, (std::vector<int64_t>{1}));
   EXPECT_EQ(mined->data.size(), 0);
   EXPECT_EQ(mined->data.references.size(1), 2);
+}
+
+// Writes the hand-made epochs under the given epoch numbers.
+void WriteHistory(const std::string& dir, const std::vector<int64_t>& numbers,
+                  const std::vector<std::vector<std::vector<double>>>& cols) {
+  nn::Sequential m0 = Model({1, 0}, {0, 1});
+  auto store = HistoryStore::Open(dir, {}, *DescribeSequential(m0));
+  ASSERT_TRUE(store.ok()) << store.status();
+  for (size_t i = 0; i < numbers.size(); ++i) {
+    nn::Sequential snapshot = Model(cols[i][0], cols[i][1]);
+    EpochMetadata meta;
+    meta.epoch = numbers[i];
+    ASSERT_TRUE((*store)->Append(meta, *CopyModuleState(*snapshot)).ok());
+  }
+}
+
+// ALGORITHMS.md §3: the window is the latest ceil(t/2) stored training
+// epochs counted as epochs, not by epoch number. Snapshots of every other
+// epoch (0, 2, 4, 6) are t = 4 stored epochs: the window is {4, 6}, not the
+// epochs numbered above 6 - 2.
+TEST(HistoryMiner, SparseSnapshotsDoNotShrinkTheWindow) {
+  const std::string dir = testing::MakeTempDir("miner_sparse") + "/history";
+  // Epoch 4 is the hand example's epoch 1 (picked for s0 and s1).
+  WriteHistory(dir, {0, 2, 4, 6},
+               {{{5, 0}, {0, 0}},
+                {{5, 0}, {0, 0}},
+                {{2, 0}, {3, 0}},
+                {{2, 0}, {0, 0.5}}});
+  auto store = HistoryStore::OpenReadOnly(dir);
+  ASSERT_TRUE(store.ok());
+  nn::Sequential model = Model({1, 0}, {0, 1});
+  at::Tensor x = torch::tensor({{1., 0.}, {0., 1.}, {0., 1.}});
+  at::Tensor y = torch::tensor({0, 0, 1}, torch::kLong);
+  auto mined = MineHistory(model, **store, x, y, {});
+  ASSERT_TRUE(mined.ok()) << mined.status();
+  EXPECT_EQ(mined->epochs, (std::vector<int64_t>{4, 6}));
+  EXPECT_EQ(mined->chosen, (std::map<int64_t, int64_t>{{4, 2}}));
+}
+
+// Dare_rand (ALGORITHMS.md §3): as many samples as Dare selected (2 of the
+// 3 here), drawn from D with the seed, each with a random window model's
+// output; reproducible, and another seed draws differently somewhere.
+TEST(HistoryMiner, DareRandomDrawsAsManySamplesAsDareSelected) {
+  const std::string dir = testing::MakeTempDir("miner_rand") + "/history";
+  WriteHistory(dir, {0, 1, 2},
+               {{{5, 0}, {0, 0}}, {{2, 0}, {3, 0}}, {{2, 0}, {0, 0.5}}});
+  auto store = HistoryStore::OpenReadOnly(dir);
+  ASSERT_TRUE(store.ok());
+  nn::Sequential model = Model({1, 0}, {0, 1});
+  at::Tensor x = torch::tensor({{1., 0.}, {0., 1.}, {0., 1.}});
+  at::Tensor y = torch::tensor({0, 0, 1}, torch::kLong);
+  auto best = MineHistory(model, **store, x, y, {});
+  ASSERT_TRUE(best.ok()) << best.status();
+  ASSERT_EQ(best->data.size(), 2);
+  MinerOptions random;
+  random.mode = MinerOptions::Mode::kRandom;
+  auto r1 = MineHistory(model, **store, x, y, random);
+  auto r2 = MineHistory(model, **store, x, y, random);
+  ASSERT_TRUE(r1.ok() && r2.ok()) << r1.status();
+  EXPECT_EQ(r1->data.size(), best->data.size());
+  EXPECT_EQ(r1->candidates, 3);
+  EXPECT_TRUE(torch::equal(r1->data.inputs, r2->data.inputs));
+  EXPECT_TRUE(torch::equal(r1->data.references, r2->data.references));
+  int64_t total = 0;
+  for (const auto& [e, c] : r1->chosen) {
+    EXPECT_TRUE(e == 1 || e == 2) << e;  // the window of t = 3
+    total += c;
+  }
+  EXPECT_EQ(total, 2);
+  // Each reference is the relu output of the epoch it was drawn from.
+  for (int64_t i = 0; i < r1->data.size(); ++i) {
+    const at::Tensor in = r1->data.inputs[i];
+    const at::Tensor ref = r1->data.references[i];
+    const bool s0 = in[0].item<double>() == 1.0;
+    const std::vector<at::Tensor> allowed =
+        s0 ? std::vector<at::Tensor>{torch::tensor({2.f, 0.f})}
+           : std::vector<at::Tensor>{torch::tensor({3.f, 0.f}),
+                                     torch::tensor({0.f, 0.5f})};
+    bool ok = false;
+    for (const at::Tensor& a : allowed) ok |= torch::equal(ref, a);
+    EXPECT_TRUE(ok) << in << ref;
+  }
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <random>
 
 #include "absl/strings/match.h"
@@ -513,6 +514,42 @@ TEST(Slicer, GroupedConvRanksOnlyRealSynapses) {
           {{true, true}, {true, true}, {false, false}, {false, false}})));
   EXPECT_TRUE(torch::equal(slice->layers[0].neuron_mask,
                            torch::tensor({true, true, false, false})));
+}
+
+// Hazard "errors, not exceptions": bad input to slicing returns a status.
+TEST(Slicer, BadInputIsAnErrorNotAnException) {
+  torch::manual_seed(5);
+  nn::Sequential net(nn::Linear(4, 6), nn::ReLU(), nn::Linear(6, 3));
+  nn::Sequential other(nn::Linear(4, 5), nn::ReLU(), nn::Linear(5, 3));
+  auto view = ModelView::Create(net);
+  auto other_view = ModelView::Create(other);
+  ASSERT_TRUE(view.ok() && other_view.ok());
+  at::Tensor x = torch::rand({8, 4});
+  at::Tensor crit = torch::zeros({8}, torch::kLong);
+  auto profile = ProfileModel(net, x, crit, 1);
+  auto other_profile = ProfileModel(other, x, crit, 1);
+  ASSERT_TRUE(profile.ok() && other_profile.ok());
+  // A profile of another model (same number of layers, other widths).
+  auto wrong = SliceCriteria(*view, *other_profile, x, crit, {0}, {});
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument)
+      << wrong.status();
+  EXPECT_TRUE(absl::StrContains(wrong.status().message(), "profile"))
+      << wrong.status();
+  // A 0-dim criteria tensor for one input.
+  auto scalar = SliceCriteria(*view, *profile, x.slice(0, 0, 1),
+                              torch::tensor(0, torch::kLong), {0}, {});
+  EXPECT_EQ(scalar.status().code(), absl::StatusCode::kInvalidArgument)
+      << scalar.status();
+  // A NaN in the activations names the layer.
+  {
+    torch::NoGradGuard g;
+    net[0]->as<nn::Linear>()->weight[2][1] = NAN;
+  }
+  auto nan = SliceCriteria(*view, *profile, x, crit, {0}, {});
+  EXPECT_EQ(nan.status().code(), absl::StatusCode::kInvalidArgument)
+      << nan.status();
+  EXPECT_TRUE(absl::StrContains(nan.status().message(), "NaN")) << nan.status();
+  EXPECT_TRUE(absl::StrContains(nan.status().message(), "'1'")) << nan.status();
 }
 
 }  // namespace
