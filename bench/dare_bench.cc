@@ -112,25 +112,33 @@ int main(int argc, char** argv) {
        absl::StrSplit(absl::GetFlag(FLAGS_variants), ',')) {
     auto copy = posttrain::CopyModel(model);
     if (!copy.ok()) return 1;
+    posttrain::DareOptions dare;
+    dare.variant = std::string(v);
+    dare.validation = {data->validation.images, data->validation.labels};
+    dare.slice_data = {data->train.images, data->train.labels};
+    dare.max_mine_inputs = absl::GetFlag(FLAGS_mine_inputs);
+    dare.pipeline.seed = seed;
+    dare.pipeline.tuner.max_epochs = absl::GetFlag(FLAGS_tune_epochs);
+    dare.pipeline.tuner.learning_rates.clear();
+    for (absl::string_view lr : absl::StrSplit(absl::GetFlag(FLAGS_lrs), ',')) {
+      dare.pipeline.tuner.learning_rates.push_back(std::stod(std::string(lr)));
+    }
+    auto task = posttrain::MakeDareTask(dare);
+    if (!task.ok()) {
+      std::fprintf(stderr, "%s\n", task.status().ToString().c_str());
+      return 1;
+    }
     posttrain::PostTrainerOptions post;
-    post.variant = std::string(v);
-    post.validation = {data->validation.images, data->validation.labels};
-    post.slice_data = {data->train.images, data->train.labels};
-    post.max_mine_inputs = absl::GetFlag(FLAGS_mine_inputs);
-    post.seed = seed;
     post.store_improved = false;
     post.report_dir = dir;
-    post.pipeline.tuner.max_epochs = absl::GetFlag(FLAGS_tune_epochs);
-    post.pipeline.tuner.learning_rates.clear();
-    for (absl::string_view lr : absl::StrSplit(absl::GetFlag(FLAGS_lrs), ',')) {
-      post.pipeline.tuner.learning_rates.push_back(std::stod(std::string(lr)));
-    }
-    posttrain::PostTrainer trainer(*copy, recorder, profiler, post);
+    posttrain::PostTrainer trainer(*copy, recorder, profiler, std::move(*task),
+                                   post);
     const auto start = std::chrono::steady_clock::now();
-    const absl::Status s = trainer.OnTrainEnd();
+    absl::Status s = trainer.OnTrainBegin();
+    if (s.ok()) s = trainer.OnTrainEnd();
     const double phase_s = Seconds(start);
     if (!s.ok()) {
-      std::fprintf(stderr, "%s: %s\n", post.variant.c_str(),
+      std::fprintf(stderr, "%s: %s\n", dare.variant.c_str(),
                    s.ToString().c_str());
       return 1;
     }
@@ -144,7 +152,7 @@ int main(int argc, char** argv) {
         "\"tune_epochs_run\": %d, \"guard_before\": %.4f, \"guard_after\": "
         "%.4f, \"clean\": %.4f, \"fgsm_transfer\": %.4f, \"pgd_transfer\": "
         "%.4f, \"fgsm_adaptive\": %.4f}",
-        first ? "" : ",", post.variant.c_str(),
+        first ? "" : ",", dare.variant.c_str(),
         r.tune.accepted ? "true" : "false", f.count("T/D") ? f.at("T/D") : 0.0,
         r.augment_seconds, r.slice_seconds, r.tune_seconds, phase_s,
         phase_s / train_s, r.tune.lr, r.tune.epochs_run,

@@ -3,7 +3,7 @@
 //
 // Example:
 //   PT_ASSIGN_OR_RETURN(NamedTensors state, CopyModuleState(*model));
-//   ... train ...
+//   // ... train ...
 //   PT_RETURN_IF_ERROR(LoadModuleState(state, *model));  // roll back
 //
 // Thread safety: the functions read or write the module; the caller keeps

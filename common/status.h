@@ -4,12 +4,16 @@
 // so the project defines its own two macros here.
 //
 // Example:
-//   absl::StatusOr<int> ParseCount(absl::string_view s);
-//   absl::Status Use() {
-//     PT_ASSIGN_OR_RETURN(int n, ParseCount("3"));
-//     PT_RETURN_IF_ERROR(DoSomething(n));
+//   auto parse_count = [](absl::string_view s) -> absl::StatusOr<int> {
+//     if (s.empty()) return absl::InvalidArgumentError("empty count");
+//     return static_cast<int>(s.size());
+//   };
+//   auto use = [&]() -> absl::Status {
+//     PT_ASSIGN_OR_RETURN(int n, parse_count("3"));
+//     PT_RETURN_IF_ERROR(n > 0 ? absl::OkStatus()
+//                              : absl::OutOfRangeError("no count"));
 //     return absl::OkStatus();
-//   }
+//   };
 #ifndef POSTTRAIN_COMMON_STATUS_H_
 #define POSTTRAIN_COMMON_STATUS_H_
 

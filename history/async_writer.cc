@@ -5,8 +5,18 @@
 namespace posttrain {
 
 AsyncHistoryWriter::AsyncHistoryWriter(HistoryStore* store, size_t max_pending)
-    : store_(store), max_pending_(max_pending < 1 ? 1 : max_pending) {
-  thread_ = std::thread([this] { Run(); });
+    : store_(store), max_pending_(max_pending < 1 ? 1 : max_pending) {}
+
+absl::StatusOr<std::unique_ptr<AsyncHistoryWriter>> AsyncHistoryWriter::Create(
+    HistoryStore* store, size_t max_pending, Env* env) {
+  if (env == nullptr) env = Env::Default();
+  std::unique_ptr<AsyncHistoryWriter> w(
+      new AsyncHistoryWriter(store, max_pending));
+  AsyncHistoryWriter* raw = w.get();
+  absl::StatusOr<std::thread> t = env->StartThread([raw] { raw->Run(); });
+  if (!t.ok()) return t.status();
+  w->thread_ = std::move(*t);
+  return w;
 }
 
 AsyncHistoryWriter::~AsyncHistoryWriter() {
@@ -15,7 +25,7 @@ AsyncHistoryWriter::~AsyncHistoryWriter() {
     stop_ = true;
   }
   cv_.notify_all();
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
 }
 
 absl::Status AsyncHistoryWriter::Submit(EpochMetadata meta,

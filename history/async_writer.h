@@ -7,10 +7,11 @@
 // written.
 //
 // Example:
-//   AsyncHistoryWriter writer(store.get(), /*max_pending=*/2);
-//   PT_RETURN_IF_ERROR(writer.Submit(meta, std::move(state)));
-//   ...
-//   PT_RETURN_IF_ERROR(writer.Flush());  // everything durable, or the error
+//   PT_ASSIGN_OR_RETURN(std::unique_ptr<AsyncHistoryWriter> writer,
+//                       AsyncHistoryWriter::Create(store.get(), 2));
+//   PT_RETURN_IF_ERROR(writer->Submit(meta, std::move(state)));
+//   // ... more epochs ...
+//   PT_RETURN_IF_ERROR(writer->Flush());  // everything durable, or the error
 //
 // Thread safety: Submit and Flush may be called from any thread.
 #ifndef POSTTRAIN_HISTORY_ASYNC_WRITER_H_
@@ -19,18 +20,24 @@
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <thread>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "history/env.h"
 #include "history/store.h"
 
 namespace posttrain {
 
 class AsyncHistoryWriter {
  public:
-  // `store` must outlive the writer. REQUIRES: max_pending >= 1.
-  AsyncHistoryWriter(HistoryStore* store, size_t max_pending);
+  // Starts the writer thread through `env` (Env::Default() when null).
+  // `store` must outlive the writer; max_pending below 1 counts as 1.
+  // ResourceExhausted when the thread cannot start.
+  static absl::StatusOr<std::unique_ptr<AsyncHistoryWriter>> Create(
+      HistoryStore* store, size_t max_pending, Env* env = nullptr);
   // Writes what is queued, then stops the thread.
   ~AsyncHistoryWriter();
   AsyncHistoryWriter(const AsyncHistoryWriter&) = delete;
@@ -53,6 +60,7 @@ class AsyncHistoryWriter {
     EpochMetadata meta;
     NamedTensors state;
   };
+  AsyncHistoryWriter(HistoryStore* store, size_t max_pending);
   void Run();
 
   HistoryStore* const store_;

@@ -3,9 +3,13 @@
 // these work on raw little-endian element bytes.
 //
 // Example (the `delta` codec for one fp32 tensor):
+//   std::vector<uint8_t> tmp(n), shuffled(n);
 //   XorBytes(cur, base, n, tmp.data());
-//   ShuffleBytes(tmp.data(), n, /*elem_size=*/4, shuffled.data());
-//   PT_ASSIGN_OR_RETURN(std::string z, ZstdCompress(shuffled, /*level=*/1));
+//   ShuffleBytes(tmp.data(), n, /*elem=*/4, shuffled.data());
+//   std::string z;
+//   PT_RETURN_IF_ERROR(ZstdCompressAppend(
+//       absl::string_view(reinterpret_cast<const char*>(shuffled.data()), n),
+//       /*level=*/1, &z));
 //
 // Thread safety: stateless functions, safe to call concurrently.
 #ifndef POSTTRAIN_HISTORY_CODEC_H_

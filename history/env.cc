@@ -10,6 +10,8 @@
 #include <cstring>
 #include <mutex>
 #include <set>
+#include <system_error>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -242,6 +244,15 @@ class PosixEnv : public Env {
 };
 
 }  // namespace
+
+absl::StatusOr<std::thread> Env::StartThread(std::function<void()> fn) {
+  try {
+    return std::thread(std::move(fn));
+  } catch (const std::system_error& e) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot start a thread: ", e.what()));
+  }
+}
 
 Env* Env::Default() {
   static Env* env = new PosixEnv();

@@ -19,9 +19,11 @@
 #define POSTTRAIN_HISTORY_ENV_H_
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -82,6 +84,9 @@ class Env {
   // FailedPrecondition when another process or object holds it.
   virtual absl::StatusOr<std::unique_ptr<FileLock>> LockFile(
       const std::string& path) = 0;
+  // Starts `fn` on a new thread (as leveldb's Env::StartThread); the caller
+  // joins it. ResourceExhausted when the system cannot start one.
+  virtual absl::StatusOr<std::thread> StartThread(std::function<void()> fn);
 };
 
 // Joins a directory and a file name with one '/'.

@@ -58,6 +58,7 @@ void FaultInjectionEnv::ClearFaults() {
   fail_sync_ = false;
   fail_rename_ = false;
   fail_remove_ = false;
+  fail_thread_start_ = false;
 }
 
 absl::Status FaultInjectionEnv::Admit(const std::string& path, size_t n,

@@ -5,7 +5,8 @@
 // Example:
 //   FaultInjectionEnv env(Env::Default());
 //   env.SetWriteBudget(4096);        // the disk fills after 4 KiB more
-//   EXPECT_EQ(store->Append(...).code(), absl::StatusCode::kResourceExhausted);
+//   EXPECT_EQ(store->Append(meta, state).code(),
+//             absl::StatusCode::kResourceExhausted);
 //   env.ClearFaults();
 //
 // Thread safety: safe for concurrent use.
@@ -41,6 +42,8 @@ class FaultInjectionEnv : public Env {
   void SetFailRename(bool on);
   // RemoveFile fails with Internal.
   void SetFailRemove(bool on);
+  // StartThread fails with ResourceExhausted.
+  void SetFailThreadStart(bool on) { fail_thread_start_ = on; }
   // Back to no faults.
   void ClearFaults();
 
@@ -75,6 +78,13 @@ class FaultInjectionEnv : public Env {
       const std::string& path) override {
     return base_->LockFile(path);
   }
+  absl::StatusOr<std::thread> StartThread(std::function<void()> fn) override {
+    if (fail_thread_start_) {
+      return absl::ResourceExhaustedError(
+          "cannot start a thread: injected fault");
+    }
+    return base_->StartThread(std::move(fn));
+  }
 
  private:
   class File;
@@ -92,6 +102,7 @@ class FaultInjectionEnv : public Env {
   std::atomic<bool> fail_sync_{false};
   std::atomic<bool> fail_rename_{false};
   std::atomic<bool> fail_remove_{false};
+  std::atomic<bool> fail_thread_start_{false};
   std::atomic<int64_t> renames_{0};
   std::atomic<int64_t> syncs_{0};
 };

@@ -14,8 +14,11 @@
 //   options.codec = pb::CODEC_DELTA;
 //   PT_ASSIGN_OR_RETURN(auto store, HistoryStore::Open(dir, options, spec));
 //   PT_ASSIGN_OR_RETURN(NamedTensors state, CopyModuleState(*model));
-//   PT_RETURN_IF_ERROR(store->Append({.epoch = 3, .step = 700}, state));
-//   ...
+//   EpochMetadata meta;
+//   meta.epoch = 3;
+//   meta.step = 700;
+//   PT_RETURN_IF_ERROR(store->Append(meta, state));
+//   // ... later, or in another process ...
 //   PT_RETURN_IF_ERROR(store->LoadEpoch(3, *model));
 //
 // Thread safety: all methods may be called concurrently; Append calls are
@@ -81,6 +84,11 @@ struct EpochMetadata {
   uint64_t seed = 0;     // the run's declared seed
   double wall_time = 0;  // seconds since the Unix epoch; 0 means now
 };
+
+// The metric that marks an epoch stored by the post-training phase (an
+// improved model, not a training epoch); mining and the PostTrainer's check
+// of the newest training epoch skip such epochs.
+inline constexpr char kPostTrainMetric[] = "posttrain";
 
 class HistoryStore {
  public:

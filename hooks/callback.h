@@ -7,10 +7,10 @@
 // the status (log it, or stop).
 //
 // Example (the whole integration into an existing loop):
-//   posttrain::HistoryRecorder recorder(model, {.directory = "run/history"});
+//   posttrain::HistoryRecorder recorder(model, "run/history");
 //   recorder.OnTrainBegin().IgnoreError();          // or log it
 //   for (int epoch = start; epoch < epochs; ++epoch) {
-//     ... the user's own batches ...
+//     // ... the user's own batches, each followed by OnBatchEnd ...
 //     recorder.OnEpochEnd(epoch, {{"loss", loss}}).IgnoreError();
 //   }
 //   recorder.OnTrainEnd().IgnoreError();

@@ -29,14 +29,24 @@ absl::Status HistoryRecorder::EnsureOpen() {
         "HistoryRecorder: the model is an empty Sequential holder");
   }
   PT_ASSIGN_OR_RETURN(pb::ModelSpec spec, DescribeSequential(*model_));
-  PT_ASSIGN_OR_RETURN(store_,
+  PT_ASSIGN_OR_RETURN(std::unique_ptr<HistoryStore> store,
                       HistoryStore::Open(directory_, options_.store, spec));
+  if (!options_.resume && !store->Epochs().empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "HistoryRecorder: '", directory_, "' already holds ",
+        store->Epochs().size(), " epoch(s), the newest epoch ",
+        store->last_epoch(),
+        ", from an earlier run; set HistoryRecorderOptions::resume to "
+        "continue it, or record into a new directory"));
+  }
+  if (options_.async) {
+    PT_ASSIGN_OR_RETURN(
+        writer_, AsyncHistoryWriter::Create(store.get(), options_.max_pending,
+                                            options_.store.env));
+  }
+  store_ = std::move(store);
   last_epoch_ = store_->last_epoch();
   step_ = store_->last_step();
-  if (options_.async) {
-    writer_ = std::make_unique<AsyncHistoryWriter>(store_.get(),
-                                                   options_.max_pending);
-  }
   return absl::OkStatus();
 }
 
@@ -95,7 +105,9 @@ absl::Status HistoryRecorder::OnEpochEnd(int64_t epoch,
   return s;
 }
 
-absl::Status HistoryRecorder::OnTrainEnd() {
+absl::Status HistoryRecorder::OnTrainEnd() { return Flush(); }
+
+absl::Status HistoryRecorder::Flush() {
   if (!options_.is_writer) return absl::OkStatus();
   PT_RETURN_IF_ERROR(open_status_);
   absl::Status written = writer_ ? writer_->Flush() : absl::OkStatus();

@@ -10,17 +10,27 @@
 // A failed synchronous snapshot does not take the epoch number: the same
 // epoch may be retried once the cause (a full disk) is gone.
 //
-// Resuming: constructed again over the same directory (after the user's loop
-// restarted from its own checkpoint), the recorder continues the store's
-// history: last_epoch() and last_step() say where it ended, the step counter
-// continues, and an epoch at or below last_epoch() is refused (never
-// overwritten).
+// A directory that already holds epochs is refused at OnTrainBegin (a store
+// left from an earlier run would otherwise be mined as this run's history),
+// with an error naming the directory and its newest epoch; nothing in it is
+// touched.
+//
+// Resuming is explicit: with `resume = true`, constructed again over the
+// same directory (after the user's loop restarted from its own checkpoint),
+// the recorder continues the store's history: last_epoch() and last_step()
+// say where it ended, the step counter continues, and an epoch at or below
+// last_epoch() is refused (never overwritten).
 //
 // Example:
-//   posttrain::HistoryRecorder recorder(model, "runs/fmnist/history");
-//   if (auto s = recorder.OnTrainBegin(); !s.ok()) LOG(s);
+//   posttrain::HistoryRecorderOptions options;
+//   options.resume = true;  // continue the store after a restart
+//   posttrain::HistoryRecorder recorder(model, "runs/fmnist/history",
+//                                       options);
+//   if (auto s = recorder.OnTrainBegin(); !s.ok()) {
+//     std::fprintf(stderr, "%s\n", s.ToString().c_str());
+//   }
 //   for (int64_t epoch = recorder.last_epoch() + 1; epoch < 10; ++epoch) {
-//     ... train ...
+//     // ... train ...
 //     recorder.OnEpochEnd(epoch, {{"loss", loss}}).IgnoreError();
 //   }
 //   recorder.OnTrainEnd().IgnoreError();
@@ -58,6 +68,9 @@ struct HistoryRecorderOptions {
   bool is_writer = true;
   // After the first failed snapshot, skip the remaining ones.
   bool stop_on_error = false;
+  // Continue a store that already holds epochs (false: such a store is
+  // refused at OnTrainBegin).
+  bool resume = false;
 };
 
 class HistoryRecorder : public Callback {
@@ -78,6 +91,10 @@ class HistoryRecorder : public Callback {
   absl::Status OnEpochEnd(int64_t epoch, const Metrics& metrics) override;
   // Waits for pending writes; returns the first error of the run, if any.
   absl::Status OnTrainEnd() override;
+  // The same as OnTrainEnd, at any time: after it returns, every snapshot
+  // submitted so far is in the store (or failed). Readers of the store in
+  // this process (the PostTrainer) call it first.
+  absl::Status Flush();
 
   // After OnTrainBegin: the last epoch and step already in the store
   // (-1 and 0 for a new store), i.e. where a resumed loop continues.

@@ -74,8 +74,20 @@ TEST(HistoryRecorder, ResumeContinuesNumberingAndSteps) {
     truth = RunLoop(first, model, 0, 2, 4);
     ASSERT_TRUE(first.OnTrainEnd().ok());
   }
-  // The loop restarts from its own checkpoint of epoch 2.
-  HistoryRecorder second(model, dir);
+  // Without `resume`, the store of the earlier run is refused, naming the
+  // directory and its newest epoch, and left as it was.
+  {
+    HistoryRecorder fresh(model, dir);
+    absl::Status s = fresh.OnTrainBegin();
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), dir)) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), "newest epoch 2")) << s;
+    EXPECT_FALSE(fresh.OnEpochEnd(3, {}).ok());
+  }
+  // The loop restarts from its own checkpoint of epoch 2, resuming.
+  HistoryRecorderOptions resume;
+  resume.resume = true;
+  HistoryRecorder second(model, dir, resume);
   ASSERT_TRUE(second.OnTrainBegin().ok());
   EXPECT_EQ(second.last_epoch(), 2);
   EXPECT_EQ(second.last_step(), 12);
@@ -135,6 +147,28 @@ TEST(HistoryRecorder, WriterErrorSurfacesLaterAndTrainingGoesOn) {
   ASSERT_EQ(epochs.size(), 2u);
   EXPECT_EQ(epochs[1].epoch(), 2);
   EXPECT_EQ(DiffStates(*(*store)->ReadEpoch(2), e2), "");
+}
+
+// Hazard "errors, not exceptions": a writer thread that cannot start is an
+// error of OnTrainBegin, not an exception in the loop.
+TEST(HistoryRecorder, AFailedThreadStartIsAnError) {
+  const std::string dir = MakeTempDir("thread");
+  torch::nn::Sequential model = SmallCnn(4);
+  FaultInjectionEnv env(Env::Default());
+  env.SetFailThreadStart(true);
+  HistoryRecorderOptions options;
+  options.store.env = &env;
+  HistoryRecorder recorder(model, dir, options);
+  absl::Status s = recorder.OnTrainBegin();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "thread")) << s;
+  EXPECT_FALSE(recorder.OnEpochEnd(0, {}).ok());
+  EXPECT_FALSE(recorder.OnTrainEnd().ok());
+  // Synchronous writing needs no thread.
+  options.async = false;
+  HistoryRecorder sync(model, MakeTempDir("thread_sync"), options);
+  EXPECT_TRUE(sync.OnTrainBegin().ok());
+  EXPECT_TRUE(sync.OnEpochEnd(0, {}).ok());
 }
 
 TEST(HistoryRecorder, SyncModeReturnsTheErrorAtOnce) {

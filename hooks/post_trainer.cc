@@ -12,7 +12,6 @@
 #include "common/status.h"
 #include "common/torch_status.h"
 #include "history/env.h"
-#include "robustness/dare.h"
 
 namespace posttrain {
 namespace {
@@ -45,38 +44,50 @@ std::string LrList(const TunerOptions& t) {
   return out;
 }
 
-std::string ReportJson(const std::string& variant, const PipelineResult& r,
-                       const PostTrainerOptions& o, int64_t stored_epoch) {
-  const TuneReport& t = r.tune;
-  std::string j = "{\n";
-  absl::StrAppend(&j, "  \"variant\": ", JsonString(variant), ",\n");
-  absl::StrAppend(&j, "  \"accepted\": ", t.accepted ? "true" : "false",
-                  ",\n  \"reason\": ", JsonString(t.reason), ",\n");
-  absl::StrAppend(&j, "  \"stored_epoch\": ", stored_epoch, ",\n");
+std::string Bool(bool b) { return b ? "true" : "false"; }
+
+// Every value the phase ran with: the settings, then the task's own.
+std::string SettingsJson(const PipelineResult& r, const PostTrainTask& task) {
+  const PipelineOptions& o = r.settings;
+  const TunerOptions& t = o.tuner;
+  std::string j = "{";
   absl::StrAppend(
-      &j, "  \"parameters\": {\"p\": ", o.pipeline.tuner.p,
-      ", \"slice\": ", o.pipeline.slice ? "true" : "false",
-      ", \"transform\": ", o.pipeline.transform ? "true" : "false",
-      ", \"q\": ", JsonNumber(o.pipeline.slicer.q),
+      &j, "\"p\": ", t.p, ", \"slice\": ", Bool(o.slice),
+      ", \"transform\": ", Bool(o.transform),
+      ", \"q\": ", JsonNumber(o.slicer.q),
+      ", \"global_ranking\": ", Bool(o.slicer.global_ranking),
+      ", \"aggregated\": ", Bool(o.slicer.aggregated),
+      ", \"slice_batch_size\": ", o.slicer.batch_size,
+      ", \"max_slice_inputs\": ", o.max_slice_inputs,
       ", \"slice_inputs\": ", r.slice_inputs,
       ", \"profile\": ", JsonString(r.profile_online ? "online" : "offline"),
-      ", \"guard_fraction\": ", JsonNumber(o.guard_fraction),
-      ", \"max_mine_inputs\": ", o.max_mine_inputs,
-      ", \"max_epochs\": ", o.pipeline.tuner.max_epochs,
-      ", \"patience\": ", o.pipeline.tuner.patience,
-      ", \"batch_size\": ", o.pipeline.tuner.batch_size,
-      ", \"max_accuracy_drop\": ",
-      JsonNumber(o.pipeline.tuner.max_accuracy_drop), ", \"learning_rates\": [",
-      LrList(o.pipeline.tuner), "], \"optimizer\": ",
-      JsonString(o.pipeline.tuner.optimizer == TunerOptions::Optimizer::kAdam
+      ", \"optimizer\": ",
+      JsonString(t.optimizer == TunerOptions::Optimizer::kAdam
                      ? "adam"
                      : "sgd_momentum"),
-      ", \"momentum\": ", JsonNumber(o.pipeline.tuner.momentum),
-      ", \"weight_decay\": ", JsonNumber(o.pipeline.tuner.weight_decay),
-      ", \"max_slice_inputs\": ", o.max_slice_inputs, ", \"global_ranking\": ",
-      o.pipeline.slicer.global_ranking ? "true" : "false",
-      ", \"aggregated\": ", o.pipeline.slicer.aggregated ? "true" : "false",
-      ", \"seed\": ", o.seed, "},\n");
+      ", \"learning_rates\": [", LrList(t), "]",
+      ", \"max_epochs\": ", t.max_epochs, ", \"patience\": ", t.patience,
+      ", \"batch_size\": ", t.batch_size,
+      ", \"momentum\": ", JsonNumber(t.momentum),
+      ", \"weight_decay\": ", JsonNumber(t.weight_decay),
+      ", \"guard_metric\": ", JsonString(r.guard_metric),
+      ", \"max_accuracy_drop\": ", JsonNumber(t.max_accuracy_drop),
+      ", \"seed\": ", o.seed);
+  for (const auto& [k, v] : task.Describe()) {
+    absl::StrAppend(&j, ", ", JsonString(k), ": ", v);
+  }
+  return j + "}";
+}
+
+std::string ReportJson(const PipelineResult& r, const PostTrainTask& task,
+                       int64_t stored_epoch) {
+  const TuneReport& t = r.tune;
+  std::string j = "{\n";
+  absl::StrAppend(&j, "  \"task\": ", JsonString(r.task), ",\n");
+  absl::StrAppend(&j, "  \"accepted\": ", Bool(t.accepted),
+                  ",\n  \"reason\": ", JsonString(t.reason), ",\n");
+  absl::StrAppend(&j, "  \"stored_epoch\": ", stored_epoch, ",\n");
+  absl::StrAppend(&j, "  \"parameters\": ", SettingsJson(r, task), ",\n");
   j += "  \"augmentation\": {";
   bool first = true;
   for (const auto& [k, v] : r.augmentation.figures) {
@@ -93,8 +104,8 @@ std::string ReportJson(const std::string& variant, const PipelineResult& r,
       ", \"best_epoch\": ", t.best_epoch, ", \"epochs_run\": ", t.epochs_run,
       ", \"validation_loss_before\": ", JsonNumber(t.validation_loss_before),
       ", \"validation_loss_after\": ", JsonNumber(t.validation_loss_after),
-      ", \"guard_accuracy_before\": ", JsonNumber(t.guard_accuracy_before),
-      ", \"guard_accuracy_after\": ", JsonNumber(t.guard_accuracy_after),
+      ", \"guard_before\": ", JsonNumber(t.guard_accuracy_before),
+      ", \"guard_after\": ", JsonNumber(t.guard_accuracy_after),
       ", \"trials\": [");
   for (size_t i = 0; i < t.trials.size(); ++i) {
     const LearningRateTrial& tr = t.trials[i];
@@ -102,17 +113,16 @@ std::string ReportJson(const std::string& variant, const PipelineResult& r,
         &j, i ? ", " : "", "{\"lr\": ", JsonNumber(tr.lr),
         ", \"best_epoch\": ", tr.best_epoch,
         ", \"best_validation_loss\": ", JsonNumber(tr.best_validation_loss),
-        ", \"guard_accuracy\": ", JsonNumber(tr.guard_accuracy),
-        ", \"passes_guard\": ", tr.passes_guard ? "true" : "false", "}");
+        ", \"guard\": ", JsonNumber(tr.guard_accuracy),
+        ", \"passes_guard\": ", Bool(tr.passes_guard), "}");
   }
   j += "]}\n}\n";
   return j;
 }
 
-std::string ReportMarkdown(const std::string& variant,
-                           const PipelineResult& r) {
+std::string ReportMarkdown(const PipelineResult& r) {
   const TuneReport& t = r.tune;
-  std::string m = absl::StrCat("# posttrain report: ", variant, "\n\n");
+  std::string m = absl::StrCat("# posttrain report: ", r.task, "\n\n");
   absl::StrAppend(
       &m, t.accepted
               ? "The tuned model passed the accuracy guard and "
@@ -120,7 +130,7 @@ std::string ReportMarkdown(const std::string& variant,
               : absl::StrCat("**Original model kept:** ", t.reason, "\n\n"));
   m += "| figure | before | after |\n|---|---|---|\n";
   absl::StrAppend(
-      &m, absl::StrFormat("| guard accuracy | %.4f | %.4f |\n",
+      &m, absl::StrFormat("| guard %s | %.4f | %.4f |\n", r.guard_metric,
                           t.guard_accuracy_before, t.guard_accuracy_after));
   absl::StrAppend(
       &m, absl::StrFormat("| validation loss (tuning) | %.5g | "
@@ -146,10 +156,12 @@ std::string ReportMarkdown(const std::string& variant,
 PostTrainer::PostTrainer(const torch::nn::Sequential& model,
                          std::shared_ptr<HistoryRecorder> recorder,
                          std::shared_ptr<SliceProfiler> profiler,
+                         std::shared_ptr<PostTrainTask> task,
                          PostTrainerOptions options)
     : model_(model.is_empty() ? nullptr : model.ptr()),
       recorder_(std::move(recorder)),
       profiler_(std::move(profiler)),
+      task_(std::move(task)),
       options_(std::move(options)) {}
 
 PostTrainer::~PostTrainer() = default;
@@ -158,93 +170,142 @@ const PipelineResult* PostTrainer::result() const {
   return result_.has_value() ? &*result_ : nullptr;
 }
 
-absl::Status PostTrainer::CheckOptions() const {
-  if (model_ == nullptr) {
-    return absl::InvalidArgumentError("PostTrainer: empty model holder");
-  }
-  if (recorder_ == nullptr || recorder_->store() == nullptr) {
-    return absl::FailedPreconditionError(
-        "PostTrainer: needs a HistoryRecorder whose store is open (add the "
-        "PostTrainer after it)");
-  }
-  const LabelledData& val = options_.validation;
-  if (!val.inputs.defined() || val.inputs.size(0) < 2 ||
-      !val.labels.defined() || val.labels.numel() != val.inputs.size(0)) {
-    return absl::InvalidArgumentError(
-        "PostTrainer: `validation` needs at least 2 labelled inputs");
-  }
-  if (!(options_.guard_fraction > 0 && options_.guard_fraction < 1)) {
-    return absl::InvalidArgumentError(
-        "PostTrainer: guard_fraction must be in (0, 1)");
-  }
-  return DareVariantByName(options_.variant).status();
+absl::Status PostTrainer::OnTrainBegin() {
+  begin_status_ = [&]() -> absl::Status {
+    if (model_ == nullptr) {
+      return absl::InvalidArgumentError("PostTrainer: empty model holder");
+    }
+    if (recorder_ == nullptr) {
+      return absl::InvalidArgumentError(
+          "PostTrainer: needs the HistoryRecorder whose store is the history");
+    }
+    if (task_ == nullptr) {
+      return absl::InvalidArgumentError("PostTrainer: no task");
+    }
+    return Annotate(CheckPipeline(torch::nn::Sequential(model_), *task_),
+                    "PostTrainer");
+  }();
+  return begin_status_;
 }
 
-absl::Status PostTrainer::OnTrainBegin() { return CheckOptions(); }
+absl::Status PostTrainer::CheckNewestEpoch(const HistoryStore& store) const {
+  const std::vector<pb::EpochEntry> epochs = store.Epochs();
+  const pb::EpochEntry* newest = nullptr;
+  for (const pb::EpochEntry& e : epochs) {
+    if (!e.metrics().contains(kPostTrainMetric)) newest = &e;
+  }
+  if (newest == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("PostTrainer: the history '", store.dir(),
+                     "' holds no training epoch"));
+  }
+  PT_ASSIGN_OR_RETURN(NamedTensors stored, store.ReadEpoch(newest->epoch()));
+  PT_ASSIGN_OR_RETURN(NamedTensors now, CopyModuleState(*model_));
+  const bool lossy = newest->codec() == pb::CODEC_LOSSY;
+  const double bound = lossy ? newest->max_abs_error() : 0.0;
+  auto mismatch = [&](const std::string& what) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "PostTrainer: the model given to it is not the newest training epoch ",
+        newest->epoch(), " of '", store.dir(), "': ", what,
+        ". Record the final epoch (OnEpochEnd) before OnTrainEnd, and give "
+        "the PostTrainer the model the recorder records"));
+  };
+  if (stored.size() != now.size()) {
+    return mismatch(absl::StrCat(stored.size(), " stored tensors, ", now.size(),
+                                 " in the model"));
+  }
+  absl::Status status;
+  PT_RETURN_IF_ERROR(CallTorch("comparing the model with its history", [&] {
+    for (size_t i = 0; i < now.size() && status.ok(); ++i) {
+      const at::Tensor a = now[i].tensor.cpu();
+      const at::Tensor& b = stored[i].tensor;
+      if (now[i].name != stored[i].name || !a.sizes().equals(b.sizes()) ||
+          a.scalar_type() != b.scalar_type()) {
+        status = mismatch(absl::StrCat("tensor '", now[i].name,
+                                       "' differs in name, shape or type"));
+        break;
+      }
+      if (!lossy || !a.is_floating_point()) {
+        if (!torch::equal(a, b)) {
+          status = mismatch(absl::StrCat("tensor '", now[i].name,
+                                         "' differs (lossless codec)"));
+        }
+        continue;
+      }
+      const double err = a.numel() == 0
+                             ? 0.0
+                             : (a.to(torch::kDouble) - b.to(torch::kDouble))
+                                   .abs()
+                                   .max()
+                                   .item<double>();
+      // A relative slack of 1e-6 for the float rounding of the bound.
+      if (!(err <= bound * (1 + 1e-6) + 1e-12)) {
+        status = mismatch(absl::StrFormat(
+            "tensor '%s' differs by %.3g, above the recorded lossy error "
+            "%.3g",
+            now[i].name, err, bound));
+      }
+    }
+  }));
+  return status;
+}
 
 absl::Status PostTrainer::OnTrainEnd() {
-  PT_RETURN_IF_ERROR(CheckOptions());
-  const LabelledData& val = options_.validation;
-  PT_ASSIGN_OR_RETURN(DareVariant variant, DareVariantByName(options_.variant));
-  // The seeded mining / guard split of the validation half.
-  LabelledData mine, guard;
-  PT_RETURN_IF_ERROR(CallTorch("splitting the validation data", [&] {
-    auto gen = at::detail::createCPUGenerator(options_.seed);
-    const int64_t n = val.inputs.size(0);
-    // At least one guard input and at least one to mine.
-    const int64_t n_guard = std::clamp<int64_t>(
-        std::llround(n * options_.guard_fraction), 1, n - 1);
-    at::Tensor order = torch::randperm(n, gen);
-    at::Tensor g = order.narrow(0, 0, n_guard).to(val.inputs.device());
-    at::Tensor d =
-        order.narrow(0, n_guard, n - n_guard).to(val.inputs.device());
-    guard = {val.inputs.index_select(0, g),
-             val.labels.index_select(0, g.to(val.labels.device()))};
-    if (options_.max_mine_inputs > 0 && d.numel() > options_.max_mine_inputs) {
-      d = d.narrow(0, 0, options_.max_mine_inputs);
+  result_.reset();
+  markdown_.clear();
+  stored_epoch_ = -1;
+  if (!begin_status_.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "PostTrainer: the phase did not run: ", begin_status_.message()));
+  }
+  // The recorder's pending writes first, whatever the order of the list:
+  // the final training epoch must be stored (under its own number) before
+  // the history is read or the improved model appended.
+  const absl::Status flushed = recorder_->Flush();
+  HistoryStore* store = recorder_->store();
+  if (store == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "PostTrainer: the phase did not run: the HistoryRecorder has no open "
+        "store (",
+        flushed.message(), ")"));
+  }
+  {
+    absl::Status newest = CheckNewestEpoch(*store);
+    if (!newest.ok() && !flushed.ok()) {
+      return Annotate(newest, absl::StrCat("after a failed snapshot (",
+                                           flushed.message(), ")"));
     }
-    mine = {val.inputs.index_select(0, d),
-            val.labels.index_select(0, d.to(val.labels.device()))};
-  }));
-  MinerOptions miner;
-  miner.mode = variant.mode;
-  miner.seed = options_.seed;
-  DareAugmenter dare(*recorder_->store(), mine, guard, miner);
-  PipelineOptions pipeline = variant.Apply(options_.pipeline);
-  pipeline.max_slice_inputs = options_.max_slice_inputs;
-  pipeline.seed = options_.seed;
-  pipeline.tuner.seed = options_.seed;
-  const LabelledData& slice =
-      options_.slice_data.inputs.defined() ? options_.slice_data : mine;
-  const Profile* profile =
-      profiler_ != nullptr ? profiler_->profile() : nullptr;
-  torch::nn::Sequential model(model_);
-  PT_ASSIGN_OR_RETURN(PipelineResult r,
-                      RunPipeline(model, dare, profile, slice.inputs,
-                                  slice.labels, guard, pipeline));
-  int64_t stored_epoch = -1;
+    PT_RETURN_IF_ERROR(newest);
+  }
+  const Profile* profile = nullptr;
+  if (profiler_ != nullptr) {
+    // All-reduced and saved once, whatever the order of the list. Without
+    // a usable online profile (no batch profiled, a failed all-reduce) the
+    // pipeline profiles offline, and the report says "offline".
+    if (profiler_->OnTrainEnd().ok()) profile = profiler_->profile();
+  }
+  TaskContext ctx;
+  ctx.model = torch::nn::Sequential(model_);
+  ctx.history = store;
+  ctx.profile = profile;
+  ctx.progress = options_.progress;
+  PT_ASSIGN_OR_RETURN(PipelineResult r, RunPipeline(*task_, ctx));
   if (r.tune.accepted && options_.store_improved) {
-    HistoryStore* store = recorder_->store();
     EpochMetadata meta;
     meta.epoch = store->last_epoch() + 1;
     meta.step = store->last_step();
     meta.metrics[kPostTrainMetric] = 1;
-    meta.metrics["guard_accuracy"] = r.tune.guard_accuracy_after;
-    PT_ASSIGN_OR_RETURN(NamedTensors state, CopyModuleState(*model));
+    meta.metrics["guard_" + r.guard_metric] = r.tune.guard_accuracy_after;
+    PT_ASSIGN_OR_RETURN(NamedTensors state, CopyModuleState(*model_));
     for (NamedTensor& t : state) t.tensor = t.tensor.cpu().contiguous();
     PT_RETURN_IF_ERROR(Annotate(store->Append(meta, std::move(state)),
                                 "PostTrainer: storing the improved model"));
-    stored_epoch = meta.epoch;
+    stored_epoch_ = meta.epoch;
   }
-  const std::string dir = options_.report_dir.empty()
-                              ? recorder_->store()->dir()
-                              : options_.report_dir;
-  markdown_ = ReportMarkdown(options_.variant, r);
-  PipelineOptions recorded = pipeline;
-  PostTrainerOptions report_options = options_;
-  report_options.pipeline = recorded;
-  const std::string json =
-      ReportJson(options_.variant, r, report_options, stored_epoch);
+  const std::string dir =
+      options_.report_dir.empty() ? store->dir() : options_.report_dir;
+  markdown_ = ReportMarkdown(r);
+  const std::string json = ReportJson(r, *task_, stored_epoch_);
   PT_RETURN_IF_ERROR(WriteFileAtomically(Env::Default(), dir + "/report.json",
                                          {json}, true, true));
   PT_RETURN_IF_ERROR(WriteFileAtomically(Env::Default(), dir + "/report.md",

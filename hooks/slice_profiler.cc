@@ -41,7 +41,10 @@ absl::Status SliceProfiler::EnsureView() {
   return absl::OkStatus();
 }
 
-absl::Status SliceProfiler::OnTrainBegin() { return EnsureView(); }
+absl::Status SliceProfiler::OnTrainBegin() {
+  end_status_.reset();
+  return EnsureView();
+}
 
 absl::Status SliceProfiler::OnBatchEnd(const BatchEnd& batch) {
   const int64_t index = batch_in_epoch_++;
@@ -112,6 +115,13 @@ absl::Status SliceProfiler::OnEpochEnd(int64_t epoch, const Metrics& metrics) {
 }
 
 absl::Status SliceProfiler::OnTrainEnd() {
+  // Once per run: a second call (the PostTrainer's and the list's) returns
+  // the first one's status without reducing again.
+  if (!end_status_.has_value()) end_status_ = FinishRun();
+  return *end_status_;
+}
+
+absl::Status SliceProfiler::FinishRun() {
   if (!profile_.has_value()) {
     return absl::FailedPreconditionError(
         "SliceProfiler: no batch was profiled (OnBatchEnd never called)");

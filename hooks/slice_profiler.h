@@ -24,7 +24,7 @@
 // Example:
 //   auto profiler = std::make_shared<posttrain::SliceProfiler>(model);
 //   callbacks.Add(profiler);
-//   ... loop calling callbacks.OnBatchEnd({x, y}) / OnEpochEnd(...) ...
+//   // ... the loop calls callbacks.OnBatchEnd({x, y}) and OnEpochEnd ...
 //   callbacks.OnTrainEnd().IgnoreError();
 //   const posttrain::Profile* profile = profiler->profile();
 //
@@ -90,7 +90,9 @@ class SliceProfiler : public Callback {
   absl::Status OnTrainBegin() override;
   absl::Status OnBatchEnd(const BatchEnd& batch) override;
   absl::Status OnEpochEnd(int64_t epoch, const Metrics& metrics) override;
-  // All-reduces (when set) and saves (when set) the profile.
+  // All-reduces (when set) and saves (when set) the profile, once per run:
+  // a second call returns the first one's status (the PostTrainer calls it
+  // before reading the profile, whatever the order of the list).
   absl::Status OnTrainEnd() override;
 
   // The profile so far (of the current epoch, or of the last finished one
@@ -105,6 +107,7 @@ class SliceProfiler : public Callback {
  private:
   absl::Status EnsureView();
   absl::Status ProfileBatch(const BatchEnd& batch);
+  absl::Status FinishRun();
 
   std::shared_ptr<torch::nn::SequentialImpl> model_;
   SliceProfilerOptions options_;
@@ -115,6 +118,7 @@ class SliceProfiler : public Callback {
   int64_t last_epoch_batches_ = 0;  // 0: no epoch finished yet
   int64_t profiled_batches_ = 0;
   double seconds_ = 0;
+  std::optional<absl::Status> end_status_;  // set by the run's OnTrainEnd
 };
 
 }  // namespace posttrain

@@ -14,9 +14,11 @@
 // they were: gradients are taken with respect to the inputs only.
 //
 // Example:
+//   AttackOptions pgd;
+//   pgd.epsilon = 0.1;
+//   pgd.seed = 7;
 //   PT_ASSIGN_OR_RETURN(at::Tensor adv,
-//                       Pgd(model, data.test.images, data.test.labels,
-//                           {.epsilon = 0.1, .seed = 7}));
+//                       Pgd(model, data.test.images, data.test.labels, pgd));
 //   PT_ASSIGN_OR_RETURN(double robust,
 //                       Accuracy(model, adv, data.test.labels));
 //

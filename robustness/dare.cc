@@ -1,28 +1,227 @@
 #include "robustness/dare.h"
 
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/model_view.h"
+#include "common/module_state.h"
 #include "common/status.h"
+#include "common/torch_status.h"
 
 namespace posttrain {
 namespace {
 
 std::vector<DareVariant> Variants() {
   using Mode = MinerOptions::Mode;
-  return {{"dare", 1, true, true, Mode::kBest},
-          {"dare_no_slice", 1, false, true, Mode::kBest},
-          {"dare_no_transform", 1, false, false, Mode::kBest},
-          {"dare_last", 0, true, true, Mode::kBest},
-          {"dare_random", 1, true, true, Mode::kRandom}};
+  return {
+      {"dare", std::nullopt, std::nullopt, std::nullopt, Mode::kBest},
+      {"dare_no_slice", std::nullopt, false, std::nullopt, Mode::kBest},
+      {"dare_no_transform", std::nullopt, false, false, Mode::kBest},
+      {"dare_last", 0, std::nullopt, std::nullopt, Mode::kBest},
+      {"dare_random", std::nullopt, std::nullopt, std::nullopt, Mode::kRandom}};
 }
+
+std::string Show(bool v) { return v ? "true" : "false"; }
+std::string Show(int v) { return absl::StrCat(v); }
+
+// One preset field: the user's value when the variant does not preset it
+// or it equals the preset; the preset when the user left the default;
+// otherwise a conflict.
+template <typename T>
+absl::Status Merge(const std::string& variant, const char* field,
+                   const std::optional<T>& preset, const T& default_value,
+                   T* value) {
+  if (!preset.has_value() || *value == *preset) return absl::OkStatus();
+  if (*value == default_value) {
+    *value = *preset;
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "variant '", variant, "' presets ", field, " = ", Show(*preset), ", but ",
+      field, " = ", Show(*value),
+      " was set; leave it at its default or choose another variant"));
+}
+
+std::string Json(double v) { return absl::StrFormat("%.6g", v); }
+
+int64_t NumClasses(const ModelView& view) {
+  return view.weighted_layers().empty()
+             ? 0
+             : view.Weight(view.weighted_layers().back()).size(0);
+}
+
+absl::Status CheckLabelled(const LabelledData& d, const char* what,
+                           int64_t min_size) {
+  if (!d.inputs.defined() || d.inputs.dim() == 0 ||
+      d.inputs.size(0) < min_size || !d.labels.defined() ||
+      d.labels.dim() != 1 || d.labels.size(0) != d.inputs.size(0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Dare: `", what, "` needs at least ", min_size,
+                     " inputs and one class label ([N]) per input"));
+  }
+  if (!c10::isIntegralType(d.labels.scalar_type(), /*includeBool=*/false)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Dare: `", what, "` labels must be integer class ids"));
+  }
+  return absl::OkStatus();
+}
+
+class DareTask : public PostTrainTask {
+ public:
+  DareTask(DareOptions options, DareVariant variant, PipelineOptions settings)
+      : options_(std::move(options)),
+        variant_(std::move(variant)),
+        settings_(std::move(settings)) {}
+
+  std::string name() const override { return variant_.name; }
+  const PipelineOptions& settings() const override { return settings_; }
+
+  std::vector<std::pair<std::string, std::string>> Describe() const override {
+    return {
+        {"variant", absl::StrCat("\"", variant_.name, "\"")},
+        {"mining", variant_.mode == MinerOptions::Mode::kBest
+                       ? "\"algorithm 1\""
+                       : "\"random history model\""},
+        {"guard_fraction", Json(options_.guard_fraction)},
+        {"max_mine_inputs", absl::StrCat(options_.max_mine_inputs)},
+        {"mine_batch_size", absl::StrCat(options_.mine_batch_size)},
+        {"validation_inputs", absl::StrCat(options_.validation.inputs.size(0))},
+        {"slice_data", options_.slice_data.inputs.defined()
+                           ? "\"slice_data\""
+                           : "\"the mining split\""}};
+  }
+
+  absl::Status Check(const torch::nn::Sequential& model) const override {
+    PT_ASSIGN_OR_RETURN(ModelView view, ModelView::Create(model));
+    const int64_t classes = NumClasses(view);
+    for (const auto& [data, what] :
+         {std::make_pair(&options_.validation, "validation"),
+          std::make_pair(&options_.slice_data, "slice_data")}) {
+      if (!data->inputs.defined()) continue;
+      absl::Status status;
+      PT_RETURN_IF_ERROR(CallTorch("checking the data", [&] {
+        const int64_t lo = data->labels.min().item<int64_t>();
+        const int64_t hi = data->labels.max().item<int64_t>();
+        if (lo < 0 || hi >= classes) {
+          status = absl::InvalidArgumentError(absl::StrCat(
+              "Dare: `", what, "` has class label ", lo < 0 ? lo : hi,
+              " but the model has ", classes, " outputs"));
+        }
+      }));
+      PT_RETURN_IF_ERROR(status);
+      // One input through the model: the shapes must fit.
+      absl::Status fits = CallTorch("", [&] {
+        torch::NoGradGuard no_grad;
+        torch::nn::Sequential m = model;
+        EvalModeGuard eval(*m);
+        at::Device device(torch::kCPU);
+        if (!m->parameters().empty()) device = m->parameters()[0].device();
+        m->forward(data->inputs.narrow(0, 0, 1).to(device));
+      });
+      if (!fits.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Dare: the `", what, "` inputs (",
+                         absl::StrJoin(data->inputs.sizes().vec(), "x"),
+                         ") do not fit the model: ", fits.message()));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<GuardSpec> MakeGuard(const TaskContext& ctx) override {
+    (void)ctx;
+    const LabelledData& val = options_.validation;
+    // The seeded mining / guard split of the validation half.
+    PT_RETURN_IF_ERROR(CallTorch("splitting the validation data", [&] {
+      auto gen = at::detail::createCPUGenerator(settings_.seed);
+      const int64_t n = val.inputs.size(0);
+      // At least one guard input and at least one to mine.
+      const int64_t n_guard = std::clamp<int64_t>(
+          std::llround(n * options_.guard_fraction), 1, n - 1);
+      at::Tensor order = torch::randperm(n, gen);
+      at::Tensor g = order.narrow(0, 0, n_guard).to(val.inputs.device());
+      at::Tensor d =
+          order.narrow(0, n_guard, n - n_guard).to(val.inputs.device());
+      guard_ = {val.inputs.index_select(0, g),
+                val.labels.index_select(0, g.to(val.labels.device()))};
+      if (options_.max_mine_inputs > 0 &&
+          d.numel() > options_.max_mine_inputs) {
+        d = d.narrow(0, 0, options_.max_mine_inputs);
+      }
+      mine_ = {val.inputs.index_select(0, d),
+               val.labels.index_select(0, d.to(val.labels.device()))};
+    }));
+    split_ = true;
+    return AccuracyGuard(guard_);
+  }
+
+  absl::StatusOr<Augmentation> Augment(const TaskContext& ctx, int p) override {
+    if (!split_) PT_RETURN_IF_ERROR(MakeGuard(ctx).status());
+    if (ctx.history == nullptr) {
+      return absl::FailedPreconditionError(
+          "Dare mines the training history, and the host gave none");
+    }
+    MinerOptions miner;
+    miner.mode = variant_.mode;
+    miner.seed = settings_.seed;
+    miner.p = p;
+    miner.batch_size = options_.mine_batch_size;
+    miner.progress = ctx.progress;
+    PT_ASSIGN_OR_RETURN(MinedSet mined,
+                        MineHistory(ctx.model, *ctx.history, mine_.inputs,
+                                    mine_.labels, miner));
+    miner.stage = "mining (guard split)";
+    PT_ASSIGN_OR_RETURN(MinedSet guard,
+                        MineHistory(ctx.model, *ctx.history, guard_.inputs,
+                                    guard_.labels, miner));
+    Augmentation a;
+    a.figures["T/D"] = mined.ratio();  // before the data moves out
+    a.train = std::move(mined.data);
+    a.validation = std::move(guard.data);
+    a.figures["D"] = static_cast<double>(mined.candidates);
+    a.figures["T"] = static_cast<double>(a.train.size());
+    a.figures["guard_T"] = static_cast<double>(a.validation.size());
+    a.figures["history_epochs"] = static_cast<double>(mined.epochs.size());
+    a.figures["mining_seconds"] = mined.seconds + guard.seconds;
+    for (const auto& [epoch, count] : mined.chosen) {
+      a.figures[absl::StrCat("chosen_epoch_", epoch)] =
+          static_cast<double>(count);
+    }
+    return a;
+  }
+
+  absl::StatusOr<SlicingPlan> PlanSlicing(const TaskContext& ctx) override {
+    if (!split_) PT_RETURN_IF_ERROR(MakeGuard(ctx).status());
+    PT_ASSIGN_OR_RETURN(ModelView view, ModelView::Create(ctx.model));
+    const LabelledData& slice =
+        options_.slice_data.inputs.defined() ? options_.slice_data : mine_;
+    return ClassSlicingPlan(slice, NumClasses(view));
+  }
+
+ private:
+  DareOptions options_;
+  DareVariant variant_;
+  PipelineOptions settings_;
+  bool split_ = false;
+  LabelledData mine_, guard_;
+};
 
 }  // namespace
 
-PipelineOptions DareVariant::Apply(PipelineOptions options) const {
-  options.tuner.p = p;
-  options.slice = slice;
-  options.transform = transform;
-  return options;
+absl::StatusOr<PipelineOptions> DareVariant::Apply(
+    const PipelineOptions& user) const {
+  const PipelineOptions d;
+  PipelineOptions o = user;
+  PT_RETURN_IF_ERROR(Merge(name, "tuner.p", p, d.tuner.p, &o.tuner.p));
+  PT_RETURN_IF_ERROR(Merge(name, "slice", slice, d.slice, &o.slice));
+  PT_RETURN_IF_ERROR(
+      Merge(name, "transform", transform, d.transform, &o.transform));
+  return o;
 }
 
 std::vector<std::string> DareVariantNames() {
@@ -40,28 +239,32 @@ absl::StatusOr<DareVariant> DareVariantByName(const std::string& name) {
                    "'; known: ", absl::StrJoin(DareVariantNames(), ", ")));
 }
 
-absl::StatusOr<Augmentation> DareAugmenter::Augment(
-    const torch::nn::Sequential& model, int p) {
-  MinerOptions options = options_;
-  options.p = p;
-  PT_ASSIGN_OR_RETURN(MinedSet mined, MineHistory(model, store_, mine_.inputs,
-                                                  mine_.labels, options));
-  PT_ASSIGN_OR_RETURN(MinedSet guard, MineHistory(model, store_, guard_.inputs,
-                                                  guard_.labels, options));
-  Augmentation a;
-  a.figures["T/D"] = mined.ratio();  // before the data moves out
-  a.train = std::move(mined.data);
-  a.validation = std::move(guard.data);
-  a.figures["D"] = static_cast<double>(mined.candidates);
-  a.figures["T"] = static_cast<double>(a.train.size());
-  a.figures["guard_T"] = static_cast<double>(a.validation.size());
-  a.figures["history_epochs"] = static_cast<double>(mined.epochs.size());
-  a.figures["mining_seconds"] = mined.seconds + guard.seconds;
-  for (const auto& [epoch, count] : mined.chosen) {
-    a.figures[absl::StrCat("chosen_epoch_", epoch)] =
-        static_cast<double>(count);
+PipelineOptions DefaultDarePipeline() {
+  PipelineOptions o;
+  o.max_slice_inputs = 10000;
+  return o;
+}
+
+absl::StatusOr<std::unique_ptr<PostTrainTask>> MakeDareTask(
+    DareOptions options) {
+  PT_ASSIGN_OR_RETURN(DareVariant variant, DareVariantByName(options.variant));
+  PT_ASSIGN_OR_RETURN(PipelineOptions settings,
+                      variant.Apply(options.pipeline));
+  PT_RETURN_IF_ERROR(CheckLabelled(options.validation, "validation", 2));
+  if (options.slice_data.inputs.defined()) {
+    PT_RETURN_IF_ERROR(CheckLabelled(options.slice_data, "slice_data", 1));
   }
-  return a;
+  if (!(options.guard_fraction > 0 && options.guard_fraction < 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Dare: guard_fraction must be in (0, 1), got ",
+                     options.guard_fraction));
+  }
+  if (options.max_mine_inputs < 0 || options.mine_batch_size < 1) {
+    return absl::InvalidArgumentError(
+        "Dare: max_mine_inputs must be >= 0 and mine_batch_size >= 1");
+  }
+  return std::unique_ptr<PostTrainTask>(new DareTask(
+      std::move(options), std::move(variant), std::move(settings)));
 }
 
 }  // namespace posttrain

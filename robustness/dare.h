@@ -1,40 +1,59 @@
-// Dare (paper §4.1; ALGORITHMS.md §3): the Augmenter that mines the
+// Dare (paper §4.1; ALGORITHMS.md §3): the post-training task that mines the
 // training history (HistoryMiner, Algorithm 1) for references, and its
-// named ablations.
+// named ablations, built by MakeDareTask.
 //
-//   variant            p  slice  transform  history model per sample
-//   dare               1  yes    yes        the most confident (Alg. 1)
-//   dare_no_slice      1  no     yes        the most confident   (Dare−s)
-//   dare_no_transform  -  no     no         the most confident   (Dare−sl:
-//                                           cross-entropy on T's inputs)
-//   dare_last          0  yes    yes        the most confident   (p = 0)
-//   dare_random        1  yes    yes        a random one         (Dare_rand)
+//   variant            presets                  history model per sample
+//   dare               (none)                   the most confident (Alg. 1)
+//   dare_no_slice      slice = false            the most confident (Dare−s)
+//   dare_no_transform  slice = transform = false  the most confident
+//                      (Dare−sl: cross-entropy on T's inputs)
+//   dare_last          tuner.p = 0              the most confident (p = 0)
+//   dare_random        (none)                   a random one (Dare_rand)
+//
+// Presets never replace a setting the user made: a preset field the user
+// left at its library default takes the preset; one set to another value
+// that differs from the preset is an InvalidArgument naming the field, the
+// variant and both values. (A field set explicitly to its default value is
+// indistinguishable from one left alone, and takes the preset.)
+//
+// Data: `validation` is the held-out half handed to the callback; a seeded
+// guard_fraction of it is the guard split (lr choice, early stopping,
+// accuracy guard), the rest is D for Algorithm 1. `slice_data` is D'_c (the
+// training inputs of each class; at most pipeline.max_slice_inputs of them,
+// a seeded sample). One seed, pipeline.seed, drives every draw.
 //
 // Example:
-//   PT_ASSIGN_OR_RETURN(DareVariant v, DareVariantByName("dare"));
-//   DareAugmenter dare(store, mine_split, guard_split, v.miner);
-//   PipelineOptions options = v.Apply(PipelineOptions{});
+//   posttrain::DareOptions dare;
+//   dare.variant = "dare";
+//   dare.validation = {val_images, val_labels};
+//   dare.slice_data = {train_images, train_labels};
+//   absl::StatusOr<std::unique_ptr<posttrain::PostTrainTask>> task =
+//       posttrain::MakeDareTask(dare);
+//   if (!task.ok()) return task.status();
 #ifndef POSTTRAIN_ROBUSTNESS_DARE_H_
 #define POSTTRAIN_ROBUSTNESS_DARE_H_
 
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "history/store.h"
 #include "robustness/history_miner.h"
-#include "tuner/pipeline.h"
+#include "tuner/task.h"
 
 namespace posttrain {
 
 struct DareVariant {
   std::string name;
-  int p = 1;
-  bool slice = true;
-  bool transform = true;
+  // The settings the variant presets (unset: the user's).
+  std::optional<int> p;
+  std::optional<bool> slice;
+  std::optional<bool> transform;
   MinerOptions::Mode mode = MinerOptions::Mode::kBest;
-  // `options` with this variant's p, slice and transform set.
-  PipelineOptions Apply(PipelineOptions options) const;
+  // `user` with the presets applied under the rule above; InvalidArgument
+  // on a conflict.
+  absl::StatusOr<PipelineOptions> Apply(const PipelineOptions& user) const;
 };
 
 // The variants in the table above, by name; InvalidArgument naming the
@@ -42,27 +61,33 @@ struct DareVariant {
 absl::StatusOr<DareVariant> DareVariantByName(const std::string& name);
 std::vector<std::string> DareVariantNames();
 
-class DareAugmenter : public Augmenter {
- public:
-  // `mine` is D (Algorithm 1 runs on it), `guard` the guard split (mined
-  // the same way for the tuner's validation loss). The store must outlive
-  // the augmenter.
-  DareAugmenter(const HistoryStore& store, LabelledData mine,
-                LabelledData guard, MinerOptions options)
-      : store_(store),
-        mine_(std::move(mine)),
-        guard_(std::move(guard)),
-        options_(options) {}
+// The phase's settings that Dare uses unless told otherwise: the library's
+// PipelineOptions with at most 10 000 slicing inputs.
+PipelineOptions DefaultDarePipeline();
 
-  std::string name() const override { return "dare"; }
-  absl::StatusOr<Augmentation> Augment(const torch::nn::Sequential& model,
-                                       int p) override;
-
- private:
-  const HistoryStore& store_;
-  LabelledData mine_, guard_;
-  MinerOptions options_;
+struct DareOptions {
+  // dare, dare_no_slice, dare_no_transform, dare_last or dare_random.
+  std::string variant = "dare";
+  // The held-out half: the guard split and D (required, >= 2 inputs with
+  // int64 class labels).
+  LabelledData validation;
+  // The share of `validation` that is the guard split, in (0, 1).
+  double guard_fraction = 0.1;
+  // At most this many inputs of D are mined (a seeded sample; 0: all).
+  int64_t max_mine_inputs = 0;
+  // D'_c, the inputs sliced with their class labels; empty: D.
+  LabelledData slice_data;
+  // The phase's settings; the variant's presets apply under them.
+  PipelineOptions pipeline = DefaultDarePipeline();
+  // Inputs per forward while mining.
+  int64_t mine_batch_size = 256;
 };
+
+// The Dare task. Errors (InvalidArgument): an unknown variant, a preset
+// conflict, missing or mislabelled validation data, a guard_fraction
+// outside (0, 1).
+absl::StatusOr<std::unique_ptr<PostTrainTask>> MakeDareTask(
+    DareOptions options);
 
 }  // namespace posttrain
 

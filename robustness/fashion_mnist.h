@@ -3,7 +3,9 @@
 // a training half and a validation half (seeded), and the 10k test images.
 //
 // Example:
-//   PT_ASSIGN_OR_RETURN(FashionMnist data, LoadFashionMnist({.seed = 1}));
+//   FashionMnistOptions options;
+//   options.seed = 1;
+//   PT_ASSIGN_OR_RETURN(FashionMnist data, LoadFashionMnist(options));
 //   model->forward(data.train.images.slice(0, 0, 128));
 //
 // Thread safety: free functions without shared state.

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/module_state.h"
@@ -101,21 +102,23 @@ static absl::StatusOr<MinedSet> MineHistoryImpl(
     return absl::FailedPreconditionError(
         absl::StrCat("history store '", store.dir(), "' holds no epochs"));
   }
-  // The latest ceil(t/2) epochs by epoch number, t = training epochs ever
-  // appended (the improved models the post-training phase stored are not
-  // counted). With retention thinning the history, fewer remain.
+  // The window (ALGORITHMS.md §3): the latest ceil(t/2) stored training
+  // epochs, counted as epochs, not by epoch number, so that sparse
+  // snapshots and retention gaps do not shrink it. t = the training epochs
+  // ever appended (the post-training phase's stored models are not
+  // counted); when retention dropped some, the window is what remains of
+  // the latest ceil(t/2).
   int64_t marked = 0;
   for (const pb::EpochEntry& e : store.Epochs()) {
     marked += e.metrics().contains(kPostTrainMetric);
   }
-  const int64_t t = std::max<int64_t>(store.epochs_appended() - marked,
-                                      static_cast<int64_t>(entries.size()));
-  const int64_t want = (t + 1) / 2;
-  const int64_t newest = entries.back().epoch();
+  const int64_t stored = static_cast<int64_t>(entries.size());
+  const int64_t t = std::max<int64_t>(store.epochs_appended() - marked, stored);
+  const int64_t want = std::min<int64_t>((t + 1) / 2, stored);
   MinedSet mined;
   mined.candidates = inputs.size(0);
-  for (const pb::EpochEntry& e : entries) {
-    if (e.epoch() > newest - want) mined.epochs.push_back(e.epoch());
+  for (int64_t i = stored - want; i < stored; ++i) {
+    mined.epochs.push_back(entries[i].epoch());
   }
   at::Tensor y;
   PT_RETURN_IF_ERROR(CallTorch("reading labels", [&] {
@@ -130,45 +133,69 @@ static absl::StatusOr<MinedSet> MineHistoryImpl(
   at::Tensor best_conf = base.confidence.clone();
   at::Tensor best_epoch = torch::full({n}, -1, torch::kLong);
   at::Tensor references;
-  at::Tensor pick;  // kRandom: the epoch index drawn for every sample
-  if (options.mode == MinerOptions::Mode::kRandom) {
-    auto gen = at::detail::createCPUGenerator(options.seed);
+  // kRandom (Dare_rand): Algorithm 1 runs all the same, to count the
+  // samples it selects; then as many samples are drawn from D, each with
+  // the output of a window model drawn for it (`pick`, seeded).
+  const bool random = options.mode == MinerOptions::Mode::kRandom;
+  at::Tensor pick, random_refs;
+  std::optional<at::Generator> gen;
+  if (random) {
+    gen = at::detail::createCPUGenerator(options.seed);
     pick = torch::randint(0, static_cast<int64_t>(mined.epochs.size()), {n},
-                          gen, torch::kLong);
+                          *gen, torch::kLong);
   }
   PT_ASSIGN_OR_RETURN(torch::nn::Sequential history, CopyModel(model));
   PT_ASSIGN_OR_RETURN(RegressionView h_view,
                       RegressionView::Create(history, options.p));
   for (size_t i = 0; i < mined.epochs.size(); ++i) {
     const int64_t epoch = mined.epochs[i];
+    ReportProgress(options.progress, options.stage, static_cast<int64_t>(i),
+                   static_cast<int64_t>(mined.epochs.size()), "epochs");
     PT_RETURN_IF_ERROR(Annotate(store.LoadEpoch(epoch, *history),
                                 absl::StrCat("mining epoch ", epoch)));
-    if (options.mode == MinerOptions::Mode::kBest &&
-        SameWeights(*history, *model)) {
-      continue;  // M itself: never strictly more confident than M
-    }
+    // M itself can never be strictly more confident than M; Dare_rand
+    // still draws its outputs.
+    const bool is_m = SameWeights(*history, *model);
+    if (is_m && !random) continue;
     PT_ASSIGN_OR_RETURN(Predictions p,
                         Predict(history, h_view, inputs, y, options.batch_size,
                                 /*need_outputs=*/true));
     if (!references.defined()) {
       references = torch::zeros({n, p.outputs.size(1)}, torch::kFloat);
     }
-    at::Tensor take;
-    if (options.mode == MinerOptions::Mode::kBest) {
+    if (!is_m) {
       // Algorithm 1, lines 9-15: right and strictly more confident.
-      take = p.confidence.gt(best_conf);
+      at::Tensor take = p.confidence.gt(best_conf);
       best_conf = torch::where(take, p.confidence, best_conf);
-    } else {
-      take = pick.eq(static_cast<int64_t>(i));
+      best_epoch.masked_fill_(take, epoch);
+      references.index_copy_(0, take.nonzero().reshape({-1}),
+                             p.outputs.index({take}).to(torch::kFloat));
     }
-    best_epoch.masked_fill_(take, epoch);
-    references.index_copy_(0, take.nonzero().reshape({-1}),
-                           p.outputs.index({take}).to(torch::kFloat));
+    if (random) {
+      if (!random_refs.defined()) random_refs = torch::zeros_like(references);
+      at::Tensor take = pick.eq(static_cast<int64_t>(i));
+      random_refs.index_copy_(0, take.nonzero().reshape({-1}),
+                              p.outputs.index({take}).to(torch::kFloat));
+    }
   }
+  ReportProgress(options.progress, options.stage,
+                 static_cast<int64_t>(mined.epochs.size()),
+                 static_cast<int64_t>(mined.epochs.size()), "epochs");
   if (!references.defined()) {  // every visited epoch was M itself
     references = torch::zeros({n, m_view.outputs()}, torch::kFloat);
   }
-  const at::Tensor rows = best_epoch.ge(0).nonzero().reshape({-1});
+  at::Tensor rows = best_epoch.ge(0).nonzero().reshape({-1});
+  if (random) {
+    // As many as Algorithm 1 selected, drawn uniformly from D (in D's
+    // order), each with its drawn window model's output.
+    const int64_t k = rows.numel();
+    rows = std::get<0>(torch::randperm(n, *gen).narrow(0, 0, k).sort());
+    at::Tensor epochs = torch::tensor(mined.epochs, torch::kLong);
+    best_epoch = torch::full({n}, -1, torch::kLong);
+    best_epoch.index_copy_(0, rows,
+                           epochs.index_select(0, pick.index_select(0, rows)));
+    references = random_refs.defined() ? random_refs : references;
+  }
   for (int64_t e : mined.epochs) {
     const int64_t c = best_epoch.eq(e).sum().item<int64_t>();
     if (c > 0) mined.chosen[e] = c;

@@ -1,6 +1,8 @@
 // HistoryMiner: Algorithm 1 of the paper (§4.1, Dare; ALGORITHMS.md §3).
-// For every input σ of D, the history models M_i of the latest ⌈t/2⌉ epochs
-// are visited from oldest to newest; one becomes M_best when it predicts σ's
+// For every input σ of D, the history models M_i of the latest ⌈t/2⌉
+// stored training epochs (counted as epochs, not by epoch number: sparse
+// snapshots and retention gaps do not shrink the window) are visited from
+// oldest to newest; one becomes M_best when it predicts σ's
 // label with a confidence strictly above the best so far (starting from M's
 // confidence when M is right, else 0). Samples with an M_best go to the
 // augmented set T with M_best's regression output (layer l(r−p) of
@@ -27,26 +29,29 @@
 
 #include <cstdint>
 #include <map>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "history/store.h"
 #include "tuner/masked_tuner.h"
+#include "tuner/progress.h"
 
 namespace posttrain {
 
-// The metric that marks an epoch stored by the post-training phase (the
-// improved model); the miner skips such epochs.
-inline constexpr char kPostTrainMetric[] = "posttrain";
-
 struct MinerOptions {
   int p = 1;  // the regression target, as RegressionView
-  // kBest: Algorithm 1. kRandom: the dare_random ablation, a uniformly
-  // drawn history model per sample (seeded), every sample kept.
+  // kBest: Algorithm 1. kRandom: the dare_random ablation (Dare_rand,
+  // ALGORITHMS.md §3): as many samples as Algorithm 1 selects, drawn
+  // uniformly from D (seeded), each with the output of a history model
+  // drawn uniformly from the same window.
   enum class Mode { kBest, kRandom };
   Mode mode = Mode::kBest;
   uint64_t seed = 1;
   int64_t batch_size = 256;
+  // Receives `stage` with the window epochs visited; null: none.
+  ProgressSink* progress = nullptr;
+  std::string stage = "mining";
 };
 
 struct MinedSet {

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Configures, builds and installs posttrain into build/install, then builds
 # the Fashion-MNIST example against the installed package (as a user would).
+#   scripts/build.sh          everything: library, tools, tests, benchmarks
+#   scripts/build.sh --main   only what the main job runs: the library and
+#                             the example (no tests, benchmarks or tools)
 # Environment: BUILD_DIR (default build), JOBS (default: nproc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,9 +11,14 @@ cd "$(dirname "$0")/.."
 build_dir=${BUILD_DIR:-build}
 jobs=${JOBS:-$(nproc)}
 prefix="$PWD/$build_dir/install"
+all=ON
+if [[ "${1:-}" == "--main" ]]; then
+  all=OFF
+fi
 
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_INSTALL_PREFIX="$prefix" >/dev/null
+  -DCMAKE_INSTALL_PREFIX="$prefix" -DPOSTTRAIN_BUILD_TESTS=$all \
+  -DPOSTTRAIN_BUILD_BENCH=$all -DPOSTTRAIN_BUILD_TOOLS=$all >/dev/null
 cmake --build "$build_dir" -j "$jobs"
 cmake --install "$build_dir" >/dev/null
 

@@ -13,9 +13,10 @@
 //
 // Example:
 //   PT_ASSIGN_OR_RETURN(ModelView view, ModelView::Create(model));
-//   PT_ASSIGN_OR_RETURN(Profile profile, Profile::Create(view, 10));
+//   PT_ASSIGN_OR_RETURN(Profile profile,
+//                       Profile::Create(view, images.slice(0, 0, 1), 10));
 //   PT_RETURN_IF_ERROR(profile.AddBatch(view, images, labels));
-//   at::Tensor mean = profile.Mean(0);  // neurons of the first point
+//   PT_ASSIGN_OR_RETURN(at::Tensor mean, profile.Mean(0));  // first point
 //
 // Thread safety: not thread-safe; one writer at a time.
 #ifndef POSTTRAIN_SLICER_PROFILE_H_

@@ -162,16 +162,21 @@ absl::Status CheckModel(const ModelView& view, const Profile& profile) {
 
 }  // namespace
 
-absl::Status AccumulateCounts(const ModelView& view, const Profile& profile,
-                              const at::Tensor& inputs,
-                              const at::Tensor& criteria,
-                              const std::vector<int64_t>& outputs,
-                              CriterionCounts* counts) {
+static absl::Status AccumulateMixedImpl(const ModelView& view,
+                                        const Profile& profile,
+                                        const at::Tensor& inputs,
+                                        const at::Tensor& criteria,
+                                        const std::vector<int64_t>& outputs,
+                                        CriterionCounts* counts) {
   PT_RETURN_IF_ERROR(CheckModel(view, profile));
   PT_RETURN_IF_ERROR(CheckOutputs(profile, outputs));
   if (!inputs.defined() || inputs.dim() == 0 || inputs.size(0) == 0) {
     return absl::InvalidArgumentError(
         "the criterion has no inputs to slice with");
+  }
+  if (!criteria.defined() || criteria.dim() != 1) {
+    return absl::InvalidArgumentError(
+        "criteria must be a 1-D int64 tensor, one id per input");
   }
   at::Tensor crit;
   PT_RETURN_IF_ERROR(CallTorch("reading criteria", [&] {
@@ -195,6 +200,20 @@ absl::Status AccumulateCounts(const ModelView& view, const Profile& profile,
   std::vector<at::Tensor> delta;
   for (int p = 0; p < profile.num_points(); ++p) {
     PT_ASSIGN_OR_RETURN(at::Tensor mean, profile.Mean(p));
+    const std::string& layer = profile.point(p).layer();
+    if (values[p].dim() != 2 || values[p].size(1) != mean.numel()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the profile is not of this model: its point '", layer,
+                       "' has ", mean.numel(), " neurons, the model's has ",
+                       values[p].dim() == 2 ? values[p].size(1) : -1));
+    }
+    if (!torch::isfinite(values[p]).all().item<bool>()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "slicing: NaN or infinite activations ",
+          layer == "output"
+              ? std::string("at the model's output")
+              : absl::StrCat("at the input of layer '", layer, "'")));
+    }
     delta.push_back(values[p] - mean);
   }
   at::Tensor out = torch::tensor(outputs, torch::kLong);
@@ -220,7 +239,7 @@ absl::Status AccumulateCounts(const ModelView& view, const Profile& profile,
   return absl::OkStatus();
 }
 
-absl::StatusOr<CriterionCounts> AggregatedCounts(
+static absl::StatusOr<CriterionCounts> AggregatedCountsImpl(
     const ModelView& view, const Profile& profile,
     const std::vector<int64_t>& outputs) {
   PT_RETURN_IF_ERROR(CheckModel(view, profile));
@@ -252,7 +271,7 @@ absl::StatusOr<CriterionCounts> AggregatedCounts(
   return counts;
 }
 
-absl::StatusOr<std::vector<Slice>> SliceCriteria(
+static absl::StatusOr<std::vector<Slice>> SliceCriteriaImpl(
     const ModelView& view, const Profile& profile, const at::Tensor& inputs,
     const at::Tensor& criteria, const std::vector<int64_t>& outputs,
     const SliceOptions& options) {
@@ -270,8 +289,10 @@ absl::StatusOr<std::vector<Slice>> SliceCriteria(
     if (!inputs.defined() || inputs.dim() == 0 || inputs.size(0) == 0) {
       return absl::InvalidArgumentError("no inputs to slice with");
     }
-    if (!criteria.defined() || criteria.numel() != inputs.size(0)) {
-      return absl::InvalidArgumentError("one criterion id per input needed");
+    if (!criteria.defined() || criteria.dim() != 1 ||
+        criteria.size(0) != inputs.size(0)) {
+      return absl::InvalidArgumentError(
+          "one criterion id per input needed (a 1-D tensor)");
     }
     const int64_t n = inputs.size(0);
     for (int64_t b = 0; b < n; b += options.batch_size) {
@@ -294,9 +315,9 @@ absl::StatusOr<std::vector<Slice>> SliceCriteria(
   return slices;
 }
 
-absl::StatusOr<Slice> SelectKeySynapses(const ModelView& view,
-                                        const std::vector<at::Tensor>& counts,
-                                        const SliceOptions& options) {
+static absl::StatusOr<Slice> SelectKeySynapsesImpl(
+    const ModelView& view, const std::vector<at::Tensor>& counts,
+    const SliceOptions& options) {
   if (!(options.q > 0.0 && options.q <= 100.0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("q must be in (0, 100], got ", options.q));
@@ -497,6 +518,51 @@ absl::StatusOr<Slice> SliceFromProto(const pb::SliceProto& proto) {
     slice.layers.push_back(std::move(l));
   }
   return slice;
+}
+
+// The public entry points: any exception becomes a status.
+absl::Status AccumulateCounts(const ModelView& view, const Profile& profile,
+                              const at::Tensor& inputs,
+                              const at::Tensor& criteria,
+                              const std::vector<int64_t>& outputs,
+                              CriterionCounts* counts) {
+  try {
+    return AccumulateMixedImpl(view, profile, inputs, criteria, outputs,
+                               counts);
+  } catch (...) {
+    return StatusFromCurrentException("slicing");
+  }
+}
+
+absl::StatusOr<CriterionCounts> AggregatedCounts(
+    const ModelView& view, const Profile& profile,
+    const std::vector<int64_t>& outputs) {
+  try {
+    return AggregatedCountsImpl(view, profile, outputs);
+  } catch (...) {
+    return StatusFromCurrentException("aggregated slicing");
+  }
+}
+
+absl::StatusOr<std::vector<Slice>> SliceCriteria(
+    const ModelView& view, const Profile& profile, const at::Tensor& inputs,
+    const at::Tensor& criteria, const std::vector<int64_t>& outputs,
+    const SliceOptions& options) {
+  try {
+    return SliceCriteriaImpl(view, profile, inputs, criteria, outputs, options);
+  } catch (...) {
+    return StatusFromCurrentException("slicing");
+  }
+}
+
+absl::StatusOr<Slice> SelectKeySynapses(const ModelView& view,
+                                        const std::vector<at::Tensor>& counts,
+                                        const SliceOptions& options) {
+  try {
+    return SelectKeySynapsesImpl(view, counts, options);
+  } catch (...) {
+    return StatusFromCurrentException("selecting key synapses");
+  }
 }
 
 }  // namespace posttrain

@@ -307,7 +307,7 @@ absl::StatusOr<torch::nn::Sequential> CopyModel(
 static absl::StatusOr<TuneReport> TuneModelImpl(
     torch::nn::Sequential& model, const std::vector<Slice>& slices,
     const TuningData& train, const TuningData& validation,
-    const LabelledData& guard, const TunerOptions& options) {
+    const ModelMetric& guard, const TunerOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   if (options.learning_rates.empty() || options.max_epochs < 1 ||
       options.batch_size < 1 || options.patience < 1) {
@@ -315,9 +315,7 @@ static absl::StatusOr<TuneReport> TuneModelImpl(
         "tuner options: learning_rates, max_epochs, batch_size and patience "
         "must be non-empty / positive");
   }
-  if (!guard.inputs.defined() || guard.inputs.size(0) == 0) {
-    return absl::InvalidArgumentError("the guard split is empty");
-  }
+  if (!guard) return absl::InvalidArgumentError("no guard metric");
   PT_ASSIGN_OR_RETURN(RegressionView probe,
                       RegressionView::Create(model, options.p));
   int num_criteria = static_cast<int>(slices.size());
@@ -368,7 +366,8 @@ static absl::StatusOr<TuneReport> TuneModelImpl(
     candidate.validation_loss = [=, &validation]() {
       return DatasetLoss(*view, *masks, validation, device);
     };
-    candidate.train_epoch = [=, &train, &train_crit]() -> absl::Status {
+    candidate.train_epoch = [=, &train, &train_crit,
+                             &options](int epoch) -> absl::Status {
       // Batches of one criterion each, in a shuffled order.
       std::vector<at::Tensor> batches;
       for (int c = 0; c < num_criteria; ++c) {
@@ -419,6 +418,14 @@ static absl::StatusOr<TuneReport> TuneModelImpl(
             }
           }
         }));
+        if (options.on_step) {
+          TuneStep step;
+          step.lr = lr;
+          step.epoch = epoch;
+          step.criterion = c;
+          step.params = &params;
+          options.on_step(step);
+        }
       }
       return absl::OkStatus();
     };
@@ -434,13 +441,19 @@ static absl::StatusOr<TuneReport> TuneModelImpl(
 }
 
 absl::StatusOr<TuneReport> SearchLearningRates(
-    torch::nn::Sequential& model, const LabelledData& guard,
+    torch::nn::Sequential& model, const ModelMetric& guard,
     const TunerOptions& options, const std::vector<std::string>& layers,
     const std::function<absl::StatusOr<LearningRateCandidate>(
         torch::nn::Sequential& copy, double lr)>& make) {
   TuneReport report;
-  PT_ASSIGN_OR_RETURN(report.guard_accuracy_before,
-                      ClassifierAccuracy(model, guard));
+  const int64_t lrs = static_cast<int64_t>(options.learning_rates.size());
+  const int64_t total_epochs = lrs * options.max_epochs;
+  int64_t evaluations = 0;
+  ReportProgress(options.progress, "evaluation", evaluations, lrs + 1,
+                 "evaluations");
+  PT_ASSIGN_OR_RETURN(report.guard_accuracy_before, guard(model));
+  ReportProgress(options.progress, "evaluation", ++evaluations, lrs + 1,
+                 "evaluations");
   std::optional<torch::nn::Sequential> winner;
   double winner_loss = std::numeric_limits<double>::infinity();
   for (size_t trial_no = 0; trial_no < options.learning_rates.size();
@@ -458,8 +471,12 @@ absl::StatusOr<TuneReport> SearchLearningRates(
     PT_ASSIGN_OR_RETURN(NamedTensors best_state, CopyModuleState(*copy));
     int since_best = 0;
     for (int epoch = 1; epoch <= options.max_epochs; ++epoch) {
-      PT_RETURN_IF_ERROR(candidate.train_epoch());
+      PT_RETURN_IF_ERROR(candidate.train_epoch(epoch));
       ++report.epochs_run;
+      ReportProgress(
+          options.progress, "tuning",
+          static_cast<int64_t>(trial_no) * options.max_epochs + epoch,
+          total_epochs, "epochs");
       PT_ASSIGN_OR_RETURN(const double loss, candidate.validation_loss());
       if (loss < trial.best_validation_loss) {
         trial.best_validation_loss = loss;
@@ -470,8 +487,14 @@ absl::StatusOr<TuneReport> SearchLearningRates(
         break;
       }
     }
+    // An early stop skips the trial's remaining epochs.
+    ReportProgress(options.progress, "tuning",
+                   static_cast<int64_t>(trial_no + 1) * options.max_epochs,
+                   total_epochs, "epochs");
     PT_RETURN_IF_ERROR(LoadModuleState(best_state, *copy));
-    PT_ASSIGN_OR_RETURN(trial.guard_accuracy, ClassifierAccuracy(copy, guard));
+    PT_ASSIGN_OR_RETURN(trial.guard_accuracy, guard(copy));
+    ReportProgress(options.progress, "evaluation", ++evaluations, lrs + 1,
+                   "evaluations");
     trial.passes_guard = report.guard_accuracy_before - trial.guard_accuracy <=
                          options.max_accuracy_drop + 1e-12;
     report.trials.push_back(trial);
@@ -507,10 +530,33 @@ absl::StatusOr<TuneReport> TuneModel(torch::nn::Sequential& model,
                                      const std::vector<Slice>& slices,
                                      const TuningData& train,
                                      const TuningData& validation,
-                                     const LabelledData& guard,
+                                     const ModelMetric& guard,
                                      const TunerOptions& options) {
   try {
     return TuneModelImpl(model, slices, train, validation, guard, options);
+  } catch (...) {
+    return StatusFromCurrentException("tuning");
+  }
+}
+
+ModelMetric AccuracyOn(const LabelledData& data) {
+  return [data](const torch::nn::Sequential& m) {
+    return ClassifierAccuracy(m, data);
+  };
+}
+
+absl::StatusOr<TuneReport> TuneModel(torch::nn::Sequential& model,
+                                     const std::vector<Slice>& slices,
+                                     const TuningData& train,
+                                     const TuningData& validation,
+                                     const LabelledData& guard,
+                                     const TunerOptions& options) {
+  if (!guard.inputs.defined() || guard.inputs.size(0) == 0) {
+    return absl::InvalidArgumentError("the guard split is empty");
+  }
+  try {
+    return TuneModelImpl(model, slices, train, validation, AccuracyOn(guard),
+                         options);
   } catch (...) {
     return StatusFromCurrentException("tuning");
   }

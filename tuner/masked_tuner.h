@@ -45,6 +45,7 @@
 
 #include "absl/status/statusor.h"
 #include "slicer/slicer.h"
+#include "tuner/progress.h"
 #include "tuner/regression_view.h"
 
 namespace torch::nn {
@@ -110,6 +111,20 @@ absl::Status MaskedBackward(const RegressionView& view,
                             const at::Tensor& criteria,
                             const at::Tensor& labels = {});
 
+// One optimizer step of the tuner, for TunerOptions::on_step.
+struct TuneStep {
+  double lr = 0;
+  int epoch = 0;           // 1-based, within this learning rate's trial
+  int64_t criterion = -1;  // the batch's criterion (-1: cross-entropy tuning)
+  // The parameters being trained (of the trial's copy of M_T), after the
+  // step and the masked restore.
+  const TrainableParameters* params = nullptr;
+};
+
+// A guard metric of a model: higher is better (clean accuracy by default).
+using ModelMetric =
+    std::function<absl::StatusOr<double>(const torch::nn::Sequential&)>;
+
 struct TunerOptions {
   int p = 1;  // regression target l(r−p); 0: true-class probability
   enum class Optimizer { kAdam, kSgdMomentum };
@@ -124,6 +139,12 @@ struct TunerOptions {
   // percentage points).
   double max_accuracy_drop = 0.02;
   uint64_t seed = 1;
+  // Called after every optimizer step (tests and monitors); must not change
+  // the parameters. Empty: not called.
+  std::function<void(const TuneStep&)> on_step;
+  // Receives "tuning" (epochs run over every lr) and "evaluation" (guard
+  // evaluations); null: none.
+  ProgressSink* progress = nullptr;
 };
 
 struct LearningRateTrial {
@@ -155,11 +176,20 @@ absl::StatusOr<TuneReport> TuneModel(torch::nn::Sequential& model,
                                      const TuningData& validation,
                                      const LabelledData& guard,
                                      const TunerOptions& options);
+// The same with any guard metric (the report's guard_accuracy_* fields then
+// hold that metric).
+absl::StatusOr<TuneReport> TuneModel(torch::nn::Sequential& model,
+                                     const std::vector<Slice>& slices,
+                                     const TuningData& train,
+                                     const TuningData& validation,
+                                     const ModelMetric& guard,
+                                     const TunerOptions& options);
 
 // One learning rate's candidate in SearchLearningRates: one training epoch
 // of the copy it was made for, and its validation loss.
 struct LearningRateCandidate {
-  std::function<absl::Status()> train_epoch;
+  // Runs one epoch; `epoch` is 1-based.
+  std::function<absl::Status(int epoch)> train_epoch;
   std::function<absl::StatusOr<double>()> validation_loss;
 };
 
@@ -170,7 +200,7 @@ struct LearningRateCandidate {
 // is synced into `model` (the tensors of `layers`); otherwise the report
 // says why the original stays.
 absl::StatusOr<TuneReport> SearchLearningRates(
-    torch::nn::Sequential& model, const LabelledData& guard,
+    torch::nn::Sequential& model, const ModelMetric& guard,
     const TunerOptions& options, const std::vector<std::string>& layers,
     const std::function<absl::StatusOr<LearningRateCandidate>(
         torch::nn::Sequential& copy, double lr)>& make);
@@ -186,6 +216,8 @@ absl::Status SyncLayers(const torch::nn::Module& from, torch::nn::Module& to,
 // batches of 1000 on the model's device).
 absl::StatusOr<double> ClassifierAccuracy(const torch::nn::Sequential& model,
                                           const LabelledData& data);
+// ClassifierAccuracy on `data` as a guard metric (the data is shared).
+ModelMetric AccuracyOn(const LabelledData& data);
 
 // A fresh copy of `model` (same architecture, parameters and buffers, same
 // device), built from its model spec.

@@ -45,7 +45,7 @@ absl::StatusOr<double> CrossEntropy(const torch::nn::Sequential& model,
 
 static absl::StatusOr<TuneReport> TuneCrossEntropyImpl(
     torch::nn::Sequential& model, const TuningData& train,
-    const TuningData& validation, const LabelledData& guard,
+    const TuningData& validation, const ModelMetric& guard,
     const TunerOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   if (train.size() == 0 || validation.size() == 0 || !train.labels.defined() ||
@@ -70,7 +70,7 @@ static absl::StatusOr<TuneReport> TuneCrossEntropyImpl(
     candidate.validation_loss = [copy, &validation]() {
       return CrossEntropy(copy, validation);
     };
-    candidate.train_epoch = [=, &train]() mutable {
+    candidate.train_epoch = [=, &train, &options](int epoch) mutable {
       return CallTorch("cross-entropy tuning", [&] {
         at::Tensor order = torch::randperm(train.size(), *gen);
         for (int64_t b = 0; b < train.size(); b += options.batch_size) {
@@ -85,6 +85,13 @@ static absl::StatusOr<TuneReport> TuneCrossEntropyImpl(
                   .to(device))
               .backward();
           adam->step();
+          if (options.on_step) {
+            TuneStep step;
+            step.lr = lr;
+            step.epoch = epoch;
+            step.params = nullptr;
+            options.on_step(step);
+          }
         }
       });
     };
@@ -100,40 +107,119 @@ static absl::StatusOr<TuneReport> TuneCrossEntropyImpl(
   return report;
 }
 
-static absl::StatusOr<PipelineResult> RunPipelineImpl(
-    torch::nn::Sequential& model, Augmenter& augmenter, const Profile* profile,
-    const at::Tensor& slice_inputs, const at::Tensor& slice_labels,
-    const LabelledData& guard, const PipelineOptions& options) {
+static absl::Status CheckSettings(const PipelineOptions& o) {
+  const TunerOptions& t = o.tuner;
+  if (!(o.slicer.q > 0.0 && o.slicer.q <= 100.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("slicer.q must be in (0, 100], got ", o.slicer.q));
+  }
+  if (o.slicer.batch_size <= 0) {
+    return absl::InvalidArgumentError("slicer.batch_size must be positive");
+  }
+  if (o.max_slice_inputs < 0) {
+    return absl::InvalidArgumentError("max_slice_inputs must be >= 0");
+  }
+  if (t.learning_rates.empty()) {
+    return absl::InvalidArgumentError("tuner.learning_rates is empty");
+  }
+  for (double lr : t.learning_rates) {
+    if (!(lr > 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tuner.learning_rates: ", lr, " is not positive"));
+    }
+  }
+  if (t.max_epochs < 1 || t.batch_size < 1 || t.patience < 1) {
+    return absl::InvalidArgumentError(
+        "tuner.max_epochs, tuner.batch_size and tuner.patience must be "
+        "positive");
+  }
+  if (t.p < 0) return absl::InvalidArgumentError("tuner.p must be >= 0");
+  if (t.seed != TunerOptions{}.seed && t.seed != o.seed) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tuner.seed = ", t.seed, " conflicts with the phase's seed ", o.seed,
+        "; set only PipelineOptions::seed (it seeds the tuner too)"));
+  }
+  return absl::OkStatus();
+}
+
+static absl::Status CheckPipelineImpl(const torch::nn::Sequential& model,
+                                      const PostTrainTask& task) {
+  if (model.is_empty()) {
+    return absl::InvalidArgumentError("the model is an empty holder");
+  }
+  const PipelineOptions& o = task.settings();
+  PT_RETURN_IF_ERROR(
+      Annotate(CheckSettings(o), absl::StrCat("task '", task.name(), "'")));
+  PT_ASSIGN_OR_RETURN(ModelView view, ModelView::Create(model));
+  if (view.weighted_layers().empty()) {
+    return absl::InvalidArgumentError("the model has no weighted layer");
+  }
+  if (o.transform) {
+    PT_RETURN_IF_ERROR(
+        Annotate(RegressionView::Create(model, o.tuner.p).status(),
+                 absl::StrCat("the regression model (p = ", o.tuner.p, ")")));
+  }
+  return Annotate(task.Check(model), absl::StrCat("task '", task.name(), "'"));
+}
+
+static absl::StatusOr<PipelineResult> RunPipelineImpl(PostTrainTask& task,
+                                                      const TaskContext& ctx) {
+  torch::nn::Sequential model = ctx.model;
+  PT_RETURN_IF_ERROR(CheckPipelineImpl(model, task));
+  const PipelineOptions& options = task.settings();
+  TunerOptions tuner = options.tuner;
+  tuner.seed = options.seed;
+  if (tuner.progress == nullptr) tuner.progress = ctx.progress;
   PipelineResult result;
-  result.augmenter = augmenter.name();
-  const int p = options.transform ? options.tuner.p : 1;
+  result.task = task.name();
+  result.settings = options;
+  result.settings.tuner.seed = options.seed;
+  PT_ASSIGN_OR_RETURN(GuardSpec guard, task.MakeGuard(ctx));
+  if (!guard.evaluate) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("task '", task.name(), "' gave a guard without a metric"));
+  }
+  result.guard_metric = guard.metric;
+  const int p = options.transform ? tuner.p : 1;
   auto t = std::chrono::steady_clock::now();
-  PT_ASSIGN_OR_RETURN(Augmentation aug, augmenter.Augment(model, p));
+  PT_ASSIGN_OR_RETURN(Augmentation aug, task.Augment(ctx, p));
   result.augment_seconds = Since(t);
   result.augmentation.figures = aug.figures;
   if (aug.train.size() == 0 || aug.validation.size() == 0) {
     PT_ASSIGN_OR_RETURN(result.tune.guard_accuracy_before,
-                        ClassifierAccuracy(model, guard));
+                        guard.evaluate(model));
     result.tune.guard_accuracy_after = result.tune.guard_accuracy_before;
-    result.tune.reason = absl::StrCat("the augmenter found ", aug.train.size(),
+    result.tune.reason = absl::StrCat("the task found ", aug.train.size(),
                                       " training and ", aug.validation.size(),
                                       " validation samples; original kept");
     return result;
   }
   if (!options.transform) {
     t = std::chrono::steady_clock::now();
-    PT_ASSIGN_OR_RETURN(
-        result.tune, TuneCrossEntropy(model, aug.train, aug.validation, guard,
-                                      options.tuner));
+    PT_ASSIGN_OR_RETURN(result.tune,
+                        TuneCrossEntropy(model, aug.train, aug.validation,
+                                         guard.evaluate, tuner));
     result.tune_seconds = Since(t);
     return result;
   }
   if (options.slice) {
     t = std::chrono::steady_clock::now();
     PT_ASSIGN_OR_RETURN(ModelView view, ModelView::Create(model));
-    at::Tensor x = slice_inputs, y = slice_labels;
-    if (!x.defined() || !y.defined() || x.size(0) == 0) {
-      return absl::InvalidArgumentError("slicing needs inputs and labels");
+    PT_ASSIGN_OR_RETURN(SlicingPlan plan, task.PlanSlicing(ctx));
+    at::Tensor x = plan.inputs, y = plan.criteria;
+    if (!x.defined() || x.dim() == 0 || x.size(0) == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "task '", task.name(), "': the slicing plan has no inputs"));
+    }
+    if (!y.defined() || y.dim() != 1 || y.size(0) != x.size(0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("task '", task.name(),
+                       "': the slicing plan needs one criterion id per input "
+                       "(int64 [N])"));
+    }
+    if (plan.outputs.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "task '", task.name(), "': the slicing plan names no output"));
     }
     if (options.max_slice_inputs > 0 && x.size(0) > options.max_slice_inputs) {
       auto gen = at::detail::createCPUGenerator(options.seed);
@@ -143,28 +229,27 @@ static absl::StatusOr<PipelineResult> RunPipelineImpl(
       y = y.index_select(0, rows.to(y.device()));
     }
     result.slice_inputs = x.size(0);
-    const int64_t classes =
-        view.weighted_layers().empty()
-            ? 0
-            : view.Weight(view.weighted_layers().back()).size(0);
-    std::vector<int64_t> outputs;
-    for (int64_t c = 0; c < classes; ++c) outputs.push_back(c);
+    ReportProgress(ctx.progress, "slicing", 0, x.size(0), "inputs");
+    const Profile* profile = ctx.profile;
     std::optional<Profile> offline;
     if (profile == nullptr) {
-      PT_ASSIGN_OR_RETURN(offline,
-                          ProfileModel(model, x, y, static_cast<int>(classes)));
+      PT_ASSIGN_OR_RETURN(
+          offline,
+          ProfileModel(model, x, y, static_cast<int>(plan.outputs.size())));
       profile = &*offline;
     } else {
       result.profile_online = true;
     }
-    PT_ASSIGN_OR_RETURN(result.slices, SliceCriteria(view, *profile, x, y,
-                                                     outputs, options.slicer));
+    PT_ASSIGN_OR_RETURN(
+        result.slices,
+        SliceCriteria(view, *profile, x, y, plan.outputs, options.slicer));
+    ReportProgress(ctx.progress, "slicing", x.size(0), x.size(0), "inputs");
     result.slice_seconds = Since(t);
   }
   t = std::chrono::steady_clock::now();
   PT_ASSIGN_OR_RETURN(result.tune,
                       TuneModel(model, result.slices, aug.train, aug.validation,
-                                guard, options.tuner));
+                                guard.evaluate, tuner));
   result.tune_seconds = Since(t);
   return result;
 }
@@ -172,7 +257,7 @@ static absl::StatusOr<PipelineResult> RunPipelineImpl(
 absl::StatusOr<TuneReport> TuneCrossEntropy(torch::nn::Sequential& model,
                                             const TuningData& train,
                                             const TuningData& validation,
-                                            const LabelledData& guard,
+                                            const ModelMetric& guard,
                                             const TunerOptions& options) {
   try {
     return TuneCrossEntropyImpl(model, train, validation, guard, options);
@@ -181,13 +266,19 @@ absl::StatusOr<TuneReport> TuneCrossEntropy(torch::nn::Sequential& model,
   }
 }
 
-absl::StatusOr<PipelineResult> RunPipeline(
-    torch::nn::Sequential& model, Augmenter& augmenter, const Profile* profile,
-    const at::Tensor& slice_inputs, const at::Tensor& slice_labels,
-    const LabelledData& guard, const PipelineOptions& options) {
+absl::Status CheckPipeline(const torch::nn::Sequential& model,
+                           const PostTrainTask& task) {
   try {
-    return RunPipelineImpl(model, augmenter, profile, slice_inputs,
-                           slice_labels, guard, options);
+    return CheckPipelineImpl(model, task);
+  } catch (...) {
+    return StatusFromCurrentException("checking the post-training phase");
+  }
+}
+
+absl::StatusOr<PipelineResult> RunPipeline(PostTrainTask& task,
+                                           const TaskContext& ctx) {
+  try {
+    return RunPipelineImpl(task, ctx);
   } catch (...) {
     return StatusFromCurrentException("post-training pipeline");
   }

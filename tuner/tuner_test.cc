@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <set>
+
 #include "absl/strings/match.h"
 #include "common/module_state.h"
 #include "slicer/profile.h"
@@ -263,6 +265,74 @@ TEST(MaskedTuner, GuardKeepsTheOriginalWhenAccuracyDrops) {
   auto bad = TuneModel(m, {}, empty, val, {d.x, d.y}, options);
   EXPECT_TRUE(absl::StrContains(bad.status().message(), "training set"))
       << bad.status();
+}
+
+// Every optimizer step changes only entries inside the masks of its own
+// batch's criterion: the restore after the Adam step (momentum and weight
+// decay would move every entry) uses that criterion's masks. Checked step
+// by step through TunerOptions::on_step, so a restore with another
+// criterion's masks (or their union) fails here.
+TEST(MaskedTuner, EveryStepChangesOnlyItsOwnCriterionsMask) {
+  Blobs d = MakeBlobs(300, 4);
+  nn::Sequential m = TrainedMlp(d);
+  std::vector<Slice> slices = HalfSlices(m, d);
+  auto view = RegressionView::Create(m);
+  auto masks = MasksFromSlices(*view, slices);
+  ASSERT_TRUE(masks.ok()) << masks.status();
+  at::Tensor refs;
+  {
+    torch::NoGradGuard g;
+    refs = *view->Forward(d.x) * 1.3 + 0.1;
+  }
+  TuningData train{d.x.slice(0, 0, 240), refs.slice(0, 0, 240),
+                   d.y.slice(0, 0, 240), d.y.slice(0, 0, 240)};
+  TuningData val{d.x.slice(0, 240), refs.slice(0, 240), d.y.slice(0, 240),
+                 d.y.slice(0, 240)};
+  // Masks aligned with TrainableParameters::all(): weight, bias per layer.
+  const TrainableParameters original = Trainable(*view);
+  std::vector<std::vector<at::Tensor>> aligned(masks->size());
+  for (size_t c = 0; c < masks->size(); ++c) {
+    for (size_t k = 0; k < original.weight.size(); ++k) {
+      aligned[c].push_back((*masks)[c].weight[k]);
+      if (original.bias[k].defined()) aligned[c].push_back((*masks)[c].bias[k]);
+    }
+  }
+  std::vector<at::Tensor> prev;
+  for (const at::Tensor& p : original.all()) prev.push_back(p.detach().clone());
+  int64_t steps = 0, moved_inside = 0, outside_criterion_0 = 0;
+  std::set<int64_t> criteria_seen;
+  TunerOptions options;
+  options.learning_rates = {1e-2};
+  options.max_epochs = 3;
+  options.weight_decay = 0.1;
+  options.max_accuracy_drop = 1.0;
+  options.on_step = [&](const TuneStep& step) {
+    ++steps;
+    criteria_seen.insert(step.criterion);
+    const std::vector<at::Tensor> now = step.params->all();
+    ASSERT_EQ(now.size(), prev.size());
+    for (size_t j = 0; j < now.size(); ++j) {
+      const at::Tensor changed = now[j].detach().ne(prev[j]);
+      const at::Tensor mask = aligned[step.criterion][j];
+      EXPECT_EQ(changed.logical_and(mask.logical_not()).sum().item<int64_t>(),
+                0)
+          << "step " << steps << " of criterion " << step.criterion
+          << " moved entries outside its masks (tensor " << j << ")";
+      moved_inside += changed.logical_and(mask).sum().item<int64_t>();
+      outside_criterion_0 += changed.logical_and(aligned[0][j].logical_not())
+                                 .sum()
+                                 .item<int64_t>();
+      prev[j] = now[j].detach().clone();
+    }
+  };
+  auto report = TuneModel(m, slices, train, val, {d.x, d.y}, options);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(criteria_seen, (std::set<int64_t>{0, 1, 2}));
+  EXPECT_GT(steps, 3);
+  EXPECT_GT(moved_inside, 100);
+  // The criteria's masks differ, so some steps move entries that criterion
+  // 0's mask freezes: a restore with criterion 0's masks would fail.
+  EXPECT_GT(outside_criterion_0, 0);
 }
 
 }  // namespace

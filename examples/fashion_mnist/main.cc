@@ -1,11 +1,11 @@
 // Fashion-MNIST example: an ordinary LibTorch training loop (small CNN, Adam,
-// batch 128) on the paper's split, with posttrain's callbacks added: the
-// HistoryRecorder, the SliceProfiler and the PostTrainer, which runs Dare
-// when training ends. The lines marked "posttrain" are the whole
-// integration. At the end it prints a before/after table: clean accuracy,
-// and FGSM / PGD robust accuracy under the transfer protocol (adversarial
-// examples crafted against the original model) and the adaptive one
-// (crafted against the model evaluated).
+// batch 128) on the paper's split, with posttrain's one callback added
+// (PostTrainCallback around the Dare task): it records the history and the
+// NNSlicer profile while the loop trains, and runs Dare when training ends.
+// The lines marked "posttrain" are the whole integration. At the end it prints
+// a before/after table: clean accuracy, and FGSM / PGD robust accuracy under
+// the transfer protocol (adversarial examples crafted against the original
+// model) and the adaptive one (crafted against the model evaluated).
 //
 //   fashion_mnist --epochs=8 --store=runs/fashion_mnist/history
 //
@@ -25,10 +25,10 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "cnn_training.h"
-#include "hooks/history_recorder.h"
-#include "hooks/post_trainer.h"
-#include "hooks/slice_profiler.h"
+#include "hooks/post_train_callback.h"
+#include "hooks/progress_bar.h"
 #include "robustness/attacks.h"
+#include "robustness/dare.h"
 #include "robustness/fashion_mnist.h"
 #include "tuner/masked_tuner.h"
 
@@ -62,6 +62,9 @@ ABSL_FLAG(int64_t, slice_inputs, 10000,
           "post-training: training images sliced (a seeded sample)");
 ABSL_FLAG(int64_t, attack_size, 2000,
           "test images attacked with FGSM and PGD (the first N)");
+ABSL_FLAG(bool, progress, true,
+          "progress of the post-training phase on stderr (one updating line "
+          "on a terminal, plain lines otherwise)");
 
 namespace {
 
@@ -179,8 +182,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf(
-      "Fashion-MNIST: %lld train, %lld validation, %lld test; %d threads\n",
-      static_cast<long long>(data->train.size()),
+      "data set: Fashion-MNIST (IDX files in %s): %lld train, %lld "
+      "validation, %lld test; %d threads\n",
+      data_options.dir.c_str(), static_cast<long long>(data->train.size()),
       static_cast<long long>(data->validation.size()),
       static_cast<long long>(data->test.size()), torch::get_num_threads());
 
@@ -188,47 +192,58 @@ int main(int argc, char** argv) {
   torch::optim::Adam optimizer(
       model->parameters(), torch::optim::AdamOptions(absl::GetFlag(FLAGS_lr)));
 
-  posttrain::HistoryRecorderOptions options;
-  if (!ParseCodec(absl::GetFlag(FLAGS_codec), &options.store.codec)) {
+  const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
+  const bool resuming =
+      !checkpoint.empty() && std::filesystem::exists(checkpoint);
+  // posttrain: the task and the one callback.
+  posttrain::PostTrainCallbackOptions options;
+  if (!ParseCodec(absl::GetFlag(FLAGS_codec), &options.history.store.codec)) {
     std::fprintf(stderr, "error: unknown --codec\n");
     return 1;
   }
-  options.seed = seed;
-  options.store.created_by = "examples/fashion_mnist";
-  const std::string store_dir = absl::GetFlag(FLAGS_store);
+  options.directory = absl::GetFlag(FLAGS_store);
+  options.history.seed = seed;
+  options.history.store.created_by = "examples/fashion_mnist";
+  options.history.resume = resuming;  // continue the store after a restart
+  const std::string& store_dir = options.directory;
   const std::string variant = absl::GetFlag(FLAGS_variant);
-  // posttrain: the callbacks.
-  auto recorder =
-      std::make_shared<posttrain::HistoryRecorder>(model, store_dir, options);
-  auto profiler = std::make_shared<posttrain::SliceProfiler>(model);
-  posttrain::CallbackList callbacks({recorder, profiler});
-  if (variant != "none") {
-    posttrain::PostTrainerOptions post;
-    post.variant = variant;
-    post.validation = {data->validation.images, data->validation.labels};
-    post.slice_data = {data->train.images, data->train.labels};
-    post.max_slice_inputs = absl::GetFlag(FLAGS_slice_inputs);
-    post.max_mine_inputs = absl::GetFlag(FLAGS_mine_inputs);
-    post.seed = seed;
-    post.pipeline.tuner.max_epochs = absl::GetFlag(FLAGS_tune_epochs);
-    post.pipeline.tuner.learning_rates.clear();
+  std::shared_ptr<posttrain::PostTrainTask> task;
+  if (variant == "none") {
+    options.run_phase = false;
+  } else {
+    posttrain::DareOptions dare;
+    dare.variant = variant;
+    dare.validation = {data->validation.images, data->validation.labels};
+    dare.slice_data = {data->train.images, data->train.labels};
+    dare.max_mine_inputs = absl::GetFlag(FLAGS_mine_inputs);
+    dare.pipeline.max_slice_inputs = absl::GetFlag(FLAGS_slice_inputs);
+    dare.pipeline.seed = seed;
+    dare.pipeline.tuner.max_epochs = absl::GetFlag(FLAGS_tune_epochs);
+    dare.pipeline.tuner.learning_rates.clear();
     for (absl::string_view lr : absl::StrSplit(absl::GetFlag(FLAGS_lrs), ',')) {
-      post.pipeline.tuner.learning_rates.push_back(std::stod(std::string(lr)));
+      dare.pipeline.tuner.learning_rates.push_back(std::stod(std::string(lr)));
     }
-    callbacks.Add(std::make_shared<posttrain::PostTrainer>(model, recorder,
-                                                           profiler, post));
+    auto made = posttrain::MakeDareTask(dare);
+    if (!made.ok()) {
+      std::fprintf(stderr, "error: %s\n", made.status().ToString().c_str());
+      return 1;
+    }
+    task = std::move(*made);
   }
-  if (auto s = callbacks.OnTrainBegin(); !s.ok()) {  // posttrain
-    std::fprintf(stderr, "callbacks: %s\n", s.ToString().c_str());
+  posttrain::ProgressBar bar;
+  if (absl::GetFlag(FLAGS_progress)) options.progress = &bar;
+  posttrain::PostTrainCallback post(model, task, options);
+  if (auto s = post.OnTrainBegin(); !s.ok()) {  // posttrain
+    std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
+    return 1;
   }
 
   // The loop's own checkpoint, independent of posttrain.
-  const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
   int64_t first_epoch = 0;
-  if (!checkpoint.empty() && std::filesystem::exists(checkpoint)) {
+  if (resuming) {
     torch::load(model, checkpoint);
     torch::load(optimizer, checkpoint + ".optimizer");
-    first_epoch = recorder->last_epoch() + 1;
+    first_epoch = post.last_epoch() + 1;
     std::printf("resumed from %s at epoch %lld\n", checkpoint.c_str(),
                 static_cast<long long>(first_epoch));
   }
@@ -237,19 +252,19 @@ int main(int argc, char** argv) {
   double train_seconds = 0;
   for (int64_t epoch = first_epoch; epoch < absl::GetFlag(FLAGS_epochs);
        ++epoch) {
+    post.OnEpochBegin(epoch).IgnoreError();  // posttrain
     fmnist::EpochResult r = fmnist::TrainEpoch(
         model, optimizer, data->train, absl::GetFlag(FLAGS_batch_size),
         seed * 1000 + static_cast<uint64_t>(epoch),
         [&](const at::Tensor& x, const at::Tensor& y, const at::Tensor& logits,
             double loss) {
-          callbacks.OnBatchEnd({x, y, logits, loss})
-              .IgnoreError();  // posttrain
+          post.OnBatchEnd({x, y, logits, loss}).IgnoreError();  // posttrain
         });
     train_seconds += r.seconds;
     const double val_acc = fmnist::Accuracy(model, data->validation);
     std::printf("%5lld %10.4f %9.4f %8.1f\n", static_cast<long long>(epoch),
                 r.loss, val_acc, r.seconds);
-    if (auto s = callbacks.OnEpochEnd(  // posttrain
+    if (auto s = post.OnEpochEnd(  // posttrain
             epoch, {{"train_loss", r.loss}, {"val_acc", val_acc}});
         !s.ok()) {
       std::fprintf(stderr, "snapshot: %s\n", s.ToString().c_str());
@@ -267,7 +282,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   const auto post_start = std::chrono::steady_clock::now();
-  if (auto s = callbacks.OnTrainEnd(); !s.ok()) {  // posttrain
+  if (auto s = post.OnTrainEnd(); !s.ok()) {  // posttrain
     std::fprintf(stderr, "post-training: %s\n", s.ToString().c_str());
   }
   const double post_seconds = std::chrono::duration<double>(
@@ -275,11 +290,14 @@ int main(int argc, char** argv) {
                                   .count();
   std::printf("test accuracy: %.4f\n", fmnist::Accuracy(model, data->test));
 
-  if (variant != "none") {
+  if (const posttrain::PipelineResult* r = post.result()) {
     PrintBeforeAfter(*original, model, *data, variant, train_seconds,
                      post_seconds, store_dir);
+    if (!r->tune.accepted) {
+      std::printf("The original model was kept: %s.\n", r->tune.reason.c_str());
+    }
   }
-  if (posttrain::HistoryStore* store = recorder->store()) {
+  if (posttrain::HistoryStore* store = post.recorder().store()) {
     uint64_t bytes = 0, raw = 0;
     for (const auto& e : store->Epochs()) {
       bytes += e.blob_size();

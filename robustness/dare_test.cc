@@ -1,0 +1,216 @@
+// Dare as a post-training task, end to end through the one callback.
+#include "robustness/dare.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "common/module_state.h"
+#include "hooks/post_train_callback.h"
+#include "tests/test_util.h"
+
+namespace posttrain {
+namespace {
+
+namespace nn = torch::nn;
+
+struct Data {
+  at::Tensor x, y;
+};
+// Four overlapping Gaussian blobs in 6-D: hard enough that the history
+// disagrees with the final model on some samples.
+Data Blobs(int64_t n, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  at::Tensor y = torch::randint(0, 4, {n}, gen, torch::kLong);
+  at::Tensor centers = torch::eye(4, 6) * 1.5;
+  return {(centers.index_select(0, y) + torch::randn({n, 6}, gen))
+              .to(torch::kFloat),
+          y};
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+nn::Sequential Mlp() {
+  torch::manual_seed(7);
+  return nn::Sequential(nn::Linear(6, 32), nn::ReLU(), nn::Linear(32, 16),
+                        nn::ReLU(), nn::Linear(16, 4));
+}
+
+DareOptions SmallDare(const std::string& variant) {
+  Data train = Blobs(800, 1), val = Blobs(800, 2);
+  DareOptions dare;
+  dare.variant = variant;
+  dare.validation = {val.x, val.y};
+  dare.slice_data = {train.x, train.y};
+  dare.pipeline.tuner.max_epochs = 5;
+  dare.pipeline.tuner.learning_rates = {1e-2, 1e-3};
+  return dare;
+}
+
+// Trains the MLP 6 epochs with the one callback around Dare.
+std::unique_ptr<PostTrainCallback> TrainWithDare(nn::Sequential& model,
+                                                 const std::string& dir,
+                                                 const DareOptions& dare,
+                                                 absl::Status* end) {
+  auto task = MakeDareTask(dare);
+  EXPECT_TRUE(task.ok()) << task.status();
+  if (!task.ok()) return nullptr;
+  PostTrainCallbackOptions options;
+  options.directory = dir;
+  options.profiler.every_n_batches = 2;
+  auto post =
+      std::make_unique<PostTrainCallback>(model, std::move(*task), options);
+  EXPECT_TRUE(post->OnTrainBegin().ok());
+  Data train = Blobs(800, 1);
+  torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(2e-2));
+  for (int epoch = 0; epoch < 6; ++epoch) {
+    model->train();
+    for (int64_t b = 0; b < 800; b += 50) {
+      at::Tensor xb = train.x.narrow(0, b, 50), yb = train.y.narrow(0, b, 50);
+      adam.zero_grad();
+      nn::functional::cross_entropy(model->forward(xb), yb).backward();
+      adam.step();
+      EXPECT_TRUE(post->OnBatchEnd({xb, yb}).ok());
+    }
+    EXPECT_TRUE(post->OnEpochEnd(epoch, {}).ok());
+  }
+  *end = post->OnTrainEnd();
+  return post;
+}
+
+TEST(DareTask, MinesTheHistoryTunesStoresAndReports) {
+  const std::string dir = testing::MakeTempDir("dare") + "/history";
+  nn::Sequential model = Mlp();
+  DareOptions dare = SmallDare("dare");
+  dare.pipeline.tuner.max_accuracy_drop = 1.0;  // accept, to check storage
+  absl::Status s;
+  auto post = TrainWithDare(model, dir, dare, &s);
+  ASSERT_TRUE(s.ok()) << s;
+  const PipelineResult* r = post->result();
+  ASSERT_NE(r, nullptr);
+  EXPECT_TRUE(r->profile_online);
+  EXPECT_GT(r->augmentation.figures.at("T"), 0);
+  EXPECT_EQ(r->augmentation.figures.at("D"), 720);             // 90% of 800
+  EXPECT_EQ(r->augmentation.figures.at("history_epochs"), 3);  // ceil(6/2)
+  ASSERT_TRUE(r->tune.accepted) << r->tune.reason;
+  ASSERT_EQ(r->slices.size(), 4u);
+  const std::string json = ReadAll(dir + "/report.json");
+  for (const char* want :
+       {"\"task\": \"dare\"", "\"accepted\": true", "\"variant\": \"dare\"",
+        "\"p\": 1", "\"q\": 95", "\"seed\": 1", "\"max_slice_inputs\": 10000",
+        "\"guard_fraction\": 0.1", "\"mining\": \"algorithm 1\""}) {
+    EXPECT_TRUE(absl::StrContains(json, want)) << want << "\n" << json;
+  }
+  // The improved model is the store's new, marked epoch; the layer above
+  // M_T ("4") is the final epoch's, bit for bit.
+  auto store = HistoryStore::OpenReadOnly(dir);
+  ASSERT_TRUE(store.ok());
+  const auto epochs = (*store)->Epochs();
+  ASSERT_EQ(epochs.size(), 7u);
+  EXPECT_TRUE(epochs.back().metrics().contains(kPostTrainMetric));
+  auto improved = (*store)->ReadEpoch(6);
+  auto last = (*store)->ReadEpoch(5);
+  NamedTensors now = *CopyModuleState(*model);
+  bool changed = false;
+  for (size_t i = 0; i < now.size(); ++i) {
+    EXPECT_TRUE(torch::equal(now[i].tensor, (*improved)[i].tensor));
+    if (absl::StartsWith(now[i].name, "4.")) {
+      EXPECT_TRUE(torch::equal(now[i].tensor, (*last)[i].tensor));
+    } else {
+      changed |= !torch::equal(now[i].tensor, (*last)[i].tensor);
+    }
+  }
+  EXPECT_TRUE(changed);
+}
+
+TEST(DareTask, EveryVariantRuns) {
+  for (const std::string& variant : DareVariantNames()) {
+    const std::string dir =
+        testing::MakeTempDir("dare_" + variant) + "/history";
+    nn::Sequential model = Mlp();
+    absl::Status s;
+    auto post = TrainWithDare(model, dir, SmallDare(variant), &s);
+    ASSERT_TRUE(s.ok()) << variant << ": " << s;
+    const PipelineResult* r = post->result();
+    ASSERT_NE(r, nullptr) << variant;
+    EXPECT_EQ(r->task, variant);
+    EXPECT_EQ(r->slices.empty(),
+              variant == "dare_no_slice" || variant == "dare_no_transform")
+        << variant;
+    EXPECT_EQ(r->settings.tuner.p, variant == "dare_last" ? 0 : 1);
+    EXPECT_EQ(r->settings.transform, variant != "dare_no_transform");
+  }
+}
+
+// Hazard "presets": a variant never silently replaces a setting the user
+// made. dare keeps the user's p = 2 (and the report says so); dare_last
+// (p = 0) against an explicit p = 2 is an error naming both.
+TEST(DareTask, VariantsNeverOverrideTheUsersSettings) {
+  const std::string dir = testing::MakeTempDir("dare_presets") + "/history";
+  nn::Sequential model = Mlp();
+  DareOptions dare = SmallDare("dare");
+  dare.pipeline.tuner.p = 2;
+  dare.pipeline.seed = 5;
+  absl::Status end;
+  auto post = TrainWithDare(model, dir, dare, &end);
+  ASSERT_TRUE(end.ok()) << end;
+  EXPECT_EQ(post->result()->settings.tuner.p, 2);
+  EXPECT_EQ(post->result()->settings.tuner.seed, 5u);  // one seed
+  const std::string json = ReadAll(dir + "/report.json");
+  EXPECT_TRUE(absl::StrContains(json, "\"p\": 2")) << json;
+  EXPECT_TRUE(absl::StrContains(json, "\"seed\": 5")) << json;
+
+  dare.variant = "dare_last";
+  auto conflict = MakeDareTask(dare);
+  EXPECT_EQ(conflict.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(conflict.status().message(),
+                                "variant 'dare_last' presets tuner.p = 0, "
+                                "but tuner.p = 2"))
+      << conflict.status();
+  dare.variant = "dare_no_slice";
+  dare.pipeline.tuner.p = 1;
+  dare.pipeline.slice = true;  // the default: takes the preset
+  auto preset = MakeDareTask(dare);
+  ASSERT_TRUE(preset.ok()) << preset.status();
+  EXPECT_FALSE((*preset)->settings().slice);
+}
+
+TEST(DareTask, BadOptionsAreNamed) {
+  DareOptions dare = SmallDare("dare_plus");
+  EXPECT_TRUE(absl::StrContains(MakeDareTask(dare).status().message(),
+                                "unknown Dare variant 'dare_plus'"));
+  dare.variant = "dare";
+  dare.guard_fraction = 1.5;
+  EXPECT_TRUE(absl::StrContains(MakeDareTask(dare).status().message(),
+                                "guard_fraction"));
+  dare.guard_fraction = 0.1;
+  dare.validation = {};
+  EXPECT_TRUE(
+      absl::StrContains(MakeDareTask(dare).status().message(), "validation"));
+  // Checked against the model before training: labels beyond its outputs,
+  // inputs of another shape.
+  nn::Sequential model = Mlp();
+  dare = SmallDare("dare");
+  dare.validation.labels = dare.validation.labels + 2;
+  auto task = MakeDareTask(dare);
+  ASSERT_TRUE(task.ok());
+  absl::Status s = (*task)->Check(model);
+  EXPECT_TRUE(absl::StrContains(s.message(), "class label 5")) << s;
+  dare = SmallDare("dare");
+  dare.validation.inputs = torch::rand({800, 7});
+  task = MakeDareTask(dare);
+  ASSERT_TRUE(task.ok());
+  s = (*task)->Check(model);
+  EXPECT_TRUE(absl::StrContains(s.message(), "800x7")) << s;
+}
+
+}  // namespace
+}  // namespace posttrain
