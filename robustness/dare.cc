@@ -26,27 +26,6 @@ std::vector<DareVariant> Variants() {
       {"dare_random", std::nullopt, std::nullopt, std::nullopt, Mode::kRandom}};
 }
 
-std::string Show(bool v) { return v ? "true" : "false"; }
-std::string Show(int v) { return absl::StrCat(v); }
-
-// One preset field: the user's value when the variant does not preset it
-// or it equals the preset; the preset when the user left the default;
-// otherwise a conflict.
-template <typename T>
-absl::Status Merge(const std::string& variant, const char* field,
-                   const std::optional<T>& preset, const T& default_value,
-                   T* value) {
-  if (!preset.has_value() || *value == *preset) return absl::OkStatus();
-  if (*value == default_value) {
-    *value = *preset;
-    return absl::OkStatus();
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "variant '", variant, "' presets ", field, " = ", Show(*preset), ", but ",
-      field, " = ", Show(*value),
-      " was set; leave it at its default or choose another variant"));
-}
-
 std::string Json(double v) { return absl::StrFormat("%.6g", v); }
 
 int64_t NumClasses(const ModelView& view) {
@@ -212,17 +191,6 @@ class DareTask : public PostTrainTask {
 };
 
 }  // namespace
-
-absl::StatusOr<PipelineOptions> DareVariant::Apply(
-    const PipelineOptions& user) const {
-  const PipelineOptions d;
-  PipelineOptions o = user;
-  PT_RETURN_IF_ERROR(Merge(name, "tuner.p", p, d.tuner.p, &o.tuner.p));
-  PT_RETURN_IF_ERROR(Merge(name, "slice", slice, d.slice, &o.slice));
-  PT_RETURN_IF_ERROR(
-      Merge(name, "transform", transform, d.transform, &o.transform));
-  return o;
-}
 
 std::vector<std::string> DareVariantNames() {
   std::vector<std::string> names;

@@ -46,14 +46,12 @@ namespace posttrain {
 
 struct DareVariant {
   std::string name;
-  // The settings the variant presets (unset: the user's).
-  std::optional<int> p;
-  std::optional<bool> slice;
-  std::optional<bool> transform;
+  VariantPresets presets;  // the settings the variant fixes
   MinerOptions::Mode mode = MinerOptions::Mode::kBest;
-  // `user` with the presets applied under the rule above; InvalidArgument
-  // on a conflict.
-  absl::StatusOr<PipelineOptions> Apply(const PipelineOptions& user) const;
+  // `user` with the presets applied (ApplyPresets, tuner/task.h).
+  absl::StatusOr<PipelineOptions> Apply(const PipelineOptions& user) const {
+    return ApplyPresets(name, presets, user);
+  }
 };
 
 // The variants in the table above, by name; InvalidArgument naming the

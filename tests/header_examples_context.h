@@ -20,6 +20,8 @@
 #include "common/sequential_block.h"
 #include "common/status.h"
 #include "common/torch_status.h"
+#include "fairness/tabular.h"
+#include "fairness/tabular_schema.h"
 #include "history/async_writer.h"
 #include "history/codec.h"
 #include "history/env.h"
@@ -67,6 +69,9 @@
   [[maybe_unused]] TuningData train_set, val_set;                             \
   [[maybe_unused]] LabelledData guard;                                        \
   [[maybe_unused]] double loss = 0;                                           \
-  [[maybe_unused]] int start = 0, epochs = 1;
+  [[maybe_unused]] int start = 0, epochs = 1;                              \
+  [[maybe_unused]] absl::StatusOr<TabularSchema> schema;                   \
+  [[maybe_unused]] absl::StatusOr<TabularRows> rows;                       \
+  [[maybe_unused]] absl::StatusOr<TabularData> encoded;
 
 #endif  // POSTTRAIN_TESTS_HEADER_EXAMPLES_CONTEXT_H_

@@ -61,6 +61,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -151,6 +152,22 @@ struct PipelineOptions {
   // the slicing sample and the tuner's shuffles.
   uint64_t seed = 1;
 };
+
+// The presets of a named task variant (Dare's and FMT's ablations): the
+// settings it fixes. ApplyPresets merges them under the user's settings: a
+// preset field the user left at the library default (PipelineOptions{})
+// takes the preset; one the user set to the preset's value is fine; any
+// other value is an InvalidArgument naming the variant, the field and both
+// values. (A field set explicitly to its default is indistinguishable from
+// one left alone, and takes the preset.)
+struct VariantPresets {
+  std::optional<int> p;  // tuner.p
+  std::optional<bool> slice;
+  std::optional<bool> transform;
+};
+absl::StatusOr<PipelineOptions> ApplyPresets(const std::string& variant,
+                                             const VariantPresets& presets,
+                                             const PipelineOptions& user);
 
 class PostTrainTask {
  public:
