@@ -44,11 +44,11 @@ MeanStd Summarize(const std::vector<double>& values);
 std::string FormatMeanStd(const MeanStd& m, int digits);
 
 struct WilcoxonResult {
-  int n = 0;              // non-zero differences used
-  double statistic = 0;   // min(W+, W−)
-  double w_plus = 0;      // rank sum of the positive differences x − y
-  double p_value = 1;     // two-sided
-  bool exact = false;     // exact distribution (else normal approximation)
+  int n = 0;             // non-zero differences used
+  double statistic = 0;  // min(W+, W−)
+  double w_plus = 0;     // rank sum of the positive differences x − y
+  double p_value = 1;    // two-sided
+  bool exact = false;    // exact distribution (else normal approximation)
 };
 // Paired test of x against y. Errors: lengths that differ, non-finite
 // values. With no non-zero difference, p = 1 and n = 0.

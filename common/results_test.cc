@@ -30,12 +30,21 @@ struct Golden {
 // From scripts/golden/wilcoxon.py (scipy 1.10.1; exact for the first two,
 // normal approximation for the others).
 const Golden kGolden[] = {
-    {"six_all_positive", {1.0, 2.0, 3.0, 4.0, 5.0, 6.0},
-     {0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, 0.0, 0.03125},
-    {"ten_mixed", {1.5, -0.25, 3.0, 2.25, -1.0, 4.5, 0.75, 5.5, 2.75, -3.5},
-     {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, 12.0, 0.130859375},
-    {"ties", {1.0, 2.0, 2.0, 3.0, 3.0, 3.0, 4.0, 5.0},
-     {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 9.0}, 7.5, 0.13854641509892002},
+    {"six_all_positive",
+     {1.0, 2.0, 3.0, 4.0, 5.0, 6.0},
+     {0.0, 0.0, 0.0, 0.0, 0.0, 0.0},
+     0.0,
+     0.03125},
+    {"ten_mixed",
+     {1.5, -0.25, 3.0, 2.25, -1.0, 4.5, 0.75, 5.5, 2.75, -3.5},
+     {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0},
+     12.0,
+     0.130859375},
+    {"ties",
+     {1.0, 2.0, 2.0, 3.0, 3.0, 3.0, 4.0, 5.0},
+     {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 9.0},
+     7.5,
+     0.13854641509892002},
 };
 
 TEST(Results, WilcoxonMatchesScipy) {
@@ -80,8 +89,9 @@ TEST(Results, WilcoxonEdgeCases) {
 TEST(Results, MarkdownTable) {
   MarkdownTable t({"method", "accuracy", "p"});
   t.AddRow({"fmt", "0.81 ± 0.01"});
-  EXPECT_EQ(t.ToString(),
-            "| method | accuracy | p |\n|---|---|---|\n| fmt | 0.81 ± 0.01 |  |\n");
+  EXPECT_EQ(
+      t.ToString(),
+      "| method | accuracy | p |\n|---|---|---|\n| fmt | 0.81 ± 0.01 |  |\n");
 }
 
 }  // namespace

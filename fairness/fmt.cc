@@ -74,18 +74,10 @@ class FmtTask : public PostTrainTask {
 
   absl::Status Check(const torch::nn::Sequential& model) const override {
     const TabularData& d = *options_.data;
-    at::Tensor out;
-    absl::Status fits = CallTorch("", [&] {
-      torch::NoGradGuard no_grad;
-      torch::nn::Sequential m = model;
-      EvalModeGuard eval(*m);
-      out = m->forward(d.train.x.narrow(0, 0, 1).to(DeviceOf(model)));
-    });
-    if (!fits.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "FMT: the model does not take the ", d.features,
-          " encoded features of '", d.name, "': ", fits.message()));
-    }
+    PT_ASSIGN_OR_RETURN(
+        at::Tensor out,
+        ForwardFirstInput(model, d.train.x,
+                          absl::StrCat("FMT: the encoded '", d.name, "'")));
     if (out.dim() != 2 || out.size(1) != 2) {
       return absl::InvalidArgumentError(
           "FMT: the model must output 2 logits (unfavourable, favourable)");
@@ -98,20 +90,19 @@ class FmtTask : public PostTrainTask {
     return AccuracyGuard({d.validation.x, d.validation.y});
   }
 
-  absl::StatusOr<Augmentation> Augment(const TaskContext& ctx,
-                                       int p) override {
+  absl::StatusOr<Augmentation> Augment(const TaskContext& ctx, int p) override {
     const TabularData& d = *options_.data;
     at::Generator gen = at::detail::createCPUGenerator(settings_.seed);
     Augmentation a;
     int64_t swapped = 0, guard_swapped = 0;
     ReportProgress(ctx.progress, "pairing", 0, 2, "sets");
     at::Tensor rows = DrawAttributes(d, Pairs(), variant_.uniform, gen);
-    PT_ASSIGN_OR_RETURN(a.train, FmtPairs(ctx.model, p, rows,
-                                          d.protected_feature, variant_.both,
-                                          &swapped));
+    PT_ASSIGN_OR_RETURN(a.train,
+                        FmtPairs(ctx.model, p, rows, d.protected_feature,
+                                 variant_.both, &swapped));
     ReportProgress(ctx.progress, "pairing", 1, 2, "sets");
-    at::Tensor guard_rows = DrawAttributes(d, GuardPairs(), variant_.uniform,
-                                           gen);
+    at::Tensor guard_rows =
+        DrawAttributes(d, GuardPairs(), variant_.uniform, gen);
     PT_ASSIGN_OR_RETURN(a.validation,
                         FmtPairs(ctx.model, p, guard_rows, d.protected_feature,
                                  variant_.both, &guard_swapped));
@@ -226,8 +217,8 @@ static absl::StatusOr<TuningData> FmtPairsImpl(
   return t;
 }
 
-absl::StatusOr<TuningData> FmtPairs(const torch::nn::Sequential& model,
-                                    int p, const at::Tensor& rows,
+absl::StatusOr<TuningData> FmtPairs(const torch::nn::Sequential& model, int p,
+                                    const at::Tensor& rows,
                                     int64_t protected_feature, bool both,
                                     int64_t* swapped) {
   try {
@@ -251,8 +242,8 @@ at::Tensor DrawAttributes(const TabularData& data, int64_t n, bool uniform,
     } else if (b.kind == FeatureBlock::Kind::kNumeric) {
       block.copy_(torch::rand({n, 1}, gen));
     } else if (b.width > 0) {
-      const at::Tensor k = torch::randint(0, b.width, {n, 1}, gen,
-                                          torch::kLong);
+      const at::Tensor k =
+          torch::randint(0, b.width, {n, 1}, gen, torch::kLong);
       block.scatter_(1, k, 1.0);
     }
   }

@@ -73,8 +73,8 @@ absl::StatusOr<std::unique_ptr<PostTrainTask>> MakeFmtTask(FmtOptions options);
 // feature is overwritten): T with references at RegressionView(model, p)'s
 // output. `both`: Td (2N samples: the σ' of every pair, then the σ),
 // else Ts (N). `swapped`, when given, receives how many pairs swapped.
-absl::StatusOr<TuningData> FmtPairs(const torch::nn::Sequential& model,
-                                    int p, const at::Tensor& rows,
+absl::StatusOr<TuningData> FmtPairs(const torch::nn::Sequential& model, int p,
+                                    const at::Tensor& rows,
                                     int64_t protected_feature, bool both,
                                     int64_t* swapped = nullptr);
 

@@ -51,8 +51,8 @@ TEST(Fmt, Algorithm2PairsSwapsOnlyWhenTheCounterfactualIsMoreConfident) {
                                                 {1.5f, 0.f}});
   EXPECT_TRUE(torch::equal(td->inputs, want_inputs)) << td->inputs;
   // Y = M's hidden output (after the ReLU) on σ, for both members.
-  const at::Tensor y = torch::tensor(
-      {{0.f, 1.f, 0.f}, {1.f, 1.f, 0.f}, {1.5f, 0.f, 0.f}});
+  const at::Tensor y =
+      torch::tensor({{0.f, 1.f, 0.f}, {1.f, 1.f, 0.f}, {1.5f, 0.f, 0.f}});
   EXPECT_TRUE(torch::equal(td->references, torch::cat({y, y})))
       << td->references;
   // Each sample's mask is its own group's slice: the criterion is its A.
@@ -69,8 +69,8 @@ TEST(Fmt, Algorithm2PairsSwapsOnlyWhenTheCounterfactualIsMoreConfident) {
   // p = 0: the reference is M's probability of its label on σ.
   auto last = FmtPairs(m, 0, rows, 1, false);
   ASSERT_TRUE(last.ok()) << last.status();
-  EXPECT_NEAR(last->references[0][0].item<double>(),
-              1 / (1 + std::exp(-2.0)), 1e-6);
+  EXPECT_NEAR(last->references[0][0].item<double>(), 1 / (1 + std::exp(-2.0)),
+              1e-6);
   EXPECT_FALSE(FmtPairs(m, 1, rows, 5, true).ok());
 }
 
@@ -97,8 +97,8 @@ Synthetic MakeSynthetic(int64_t n, uint64_t seed, bool leak = false) {
     const std::string colour = c < 0.2 ? "red" : c < 0.5 ? "green" : "blue";
     const double p_fav = leak ? (priv ? 0.8 : 0.2) : 0.2 + 0.6 * z;
     const int label = u[i][3].item<double>() < p_fav ? 1 : 0;
-    absl::StrAppend(&text, colour, ", ", 10 * z, ", ", priv ? "p" : "u",
-                    ", ", label, "\n");
+    absl::StrAppend(&text, colour, ", ", 10 * z, ", ", priv ? "p" : "u", ", ",
+                    label, "\n");
   }
   EXPECT_TRUE(ParseTabularText(s.schema, "group", text, "f", &s.rows).ok());
   return s;
@@ -129,8 +129,8 @@ TEST(Fmt, GeneratedAttributesFollowTheTrainingMarginals) {
         << colour->categories[k];
   }
   // Every drawn row is one-hot in the block; the protected feature is 0.
-  EXPECT_TRUE(torch::equal(drawn.narrow(1, colour->start, 3).sum(1),
-                           torch::ones({n})));
+  EXPECT_TRUE(
+      torch::equal(drawn.narrow(1, colour->start, 3).sum(1), torch::ones({n})));
   EXPECT_EQ(drawn.select(1, data->protected_feature).abs().sum().item<double>(),
             0.0);
   // Uniform: each category about a third.
@@ -156,9 +156,9 @@ TEST(Fmt, EncodingIsFittedOnTheTrainingSplit) {
   const at::Tensor col = data->train.x.select(1, size.start);
   EXPECT_FLOAT_EQ(col.min().item<float>(), 0.0f);
   EXPECT_FLOAT_EQ(col.max().item<float>(), 1.0f);
-  EXPECT_TRUE(torch::equal(data->train.x.select(1, data->protected_feature)
-                               .to(torch::kLong),
-                           data->train.a));
+  EXPECT_TRUE(torch::equal(
+      data->train.x.select(1, data->protected_feature).to(torch::kLong),
+      data->train.a));
   // The same seed, the same split; another seed, another one.
   auto again = EncodeTabular(s.schema, s.rows, o);
   EXPECT_TRUE(torch::equal(again->test.x, data->test.x));

@@ -15,8 +15,8 @@ double Ratio(double a, double b) { return b > 0 ? a / b : kNaN; }
 absl::Status CheckBinary(const std::vector<int64_t>& v, const char* what) {
   for (size_t i = 0; i < v.size(); ++i) {
     if (v[i] != 0 && v[i] != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, "[", i, "] = ", v[i], "; expected 0 or 1"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, "[", i, "] = ", v[i], "; expected 0 or 1"));
     }
   }
   return absl::OkStatus();
@@ -31,7 +31,8 @@ absl::Status CheckInputs(const std::vector<int64_t>& y_true,
   if ((y_pred && y_pred->size() != n) || privileged.size() != n ||
       (weights && !weights->empty() && weights->size() != n)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("y_true has ", n, " entries; y_pred, privileged and "
+        absl::StrCat("y_true has ", n,
+                     " entries; y_pred, privileged and "
                      "weights must have as many"));
   }
   if (auto s = CheckBinary(y_true, "y_true"); !s.ok()) return s;
@@ -54,7 +55,8 @@ absl::Status CheckInputs(const std::vector<int64_t>& y_true,
 
 absl::StatusOr<FairnessMetrics> ComputeFairnessMetrics(
     const std::vector<int64_t>& y_true, const std::vector<int64_t>& y_pred,
-    const std::vector<int64_t>& privileged, const std::vector<double>& weights) {
+    const std::vector<int64_t>& privileged,
+    const std::vector<double>& weights) {
   if (auto s = CheckInputs(y_true, &y_pred, privileged, &weights); !s.ok()) {
     return s;
   }
@@ -92,7 +94,8 @@ absl::StatusOr<FairnessMetrics> ComputeFairnessMetrics(
 }
 
 absl::StatusOr<std::vector<double>> ReweighingWeights(
-    const std::vector<int64_t>& y_true, const std::vector<int64_t>& privileged) {
+    const std::vector<int64_t>& y_true,
+    const std::vector<int64_t>& privileged) {
   if (auto s = CheckInputs(y_true, nullptr, privileged, nullptr); !s.ok()) {
     return s;
   }

@@ -40,8 +40,8 @@ TEST(FairnessMetrics, ReweighingWeightsAreExact) {
   ASSERT_TRUE(w.ok()) << w.status();
   double sum = 0, fav[2] = {}, all[2] = {};
   for (size_t i = 0; i < kTrue.size(); ++i) {
-    const double want = kPriv[i] ? (kTrue[i] ? 1.4 : 0.6)
-                                 : (kTrue[i] ? 0.84 : 1.8);
+    const double want =
+        kPriv[i] ? (kTrue[i] ? 1.4 : 0.6) : (kTrue[i] ? 0.84 : 1.8);
     EXPECT_NEAR((*w)[i], want, 1e-15) << i;
     sum += (*w)[i];
     fav[kPriv[i]] += (*w)[i] * kTrue[i];
@@ -59,8 +59,8 @@ TEST(FairnessMetrics, ReweighingWeightsAreExact) {
 TEST(FairnessMetrics, WeightsAndUndefinedRates) {
   // Uniform weights change nothing.
   auto plain = ComputeFairnessMetrics(kTrue, kPred, kPriv);
-  auto twice = ComputeFairnessMetrics(kTrue, kPred, kPriv,
-                                      std::vector<double>(10, 2.0));
+  auto twice =
+      ComputeFairnessMetrics(kTrue, kPred, kPriv, std::vector<double>(10, 2.0));
   ASSERT_TRUE(plain.ok() && twice.ok());
   EXPECT_DOUBLE_EQ(plain->aaod, twice->aaod);
   EXPECT_DOUBLE_EQ(plain->di, twice->di);

@@ -37,9 +37,9 @@ absl::StatusOr<TabularData> EncodeTabular(const TabularSchema& schema,
   const at::Tensor order = torch::randperm(n, gen);
   const int64_t n_test = std::max<int64_t>(
       1, std::llround(static_cast<double>(n) * options.test_fraction));
-  const int64_t n_val = std::max<int64_t>(
-      1, std::llround(static_cast<double>(n - n_test) *
-                      options.validation_fraction));
+  const int64_t n_val =
+      std::max<int64_t>(1, std::llround(static_cast<double>(n - n_test) *
+                                        options.validation_fraction));
   const int64_t n_train = n - n_test - n_val;
   if (n_train < 2) return absl::InvalidArgumentError("too few training rows");
   const int64_t* ord = order.data_ptr<int64_t>();
@@ -117,9 +117,9 @@ absl::StatusOr<TabularData> EncodeTabular(const TabularSchema& schema,
     const int64_t fav = split->y.sum().item<int64_t>();
     if (priv == 0 || priv == split->size() || fav == 0 ||
         fav == split->size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          schema.source, ": the ", what,
-          " split lacks a group or a label value; use more rows"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(schema.source, ": the ", what,
+                       " split lacks a group or a label value; use more rows"));
     }
   }
   return data;

@@ -24,7 +24,8 @@ std::vector<std::string> Words(absl::string_view s) {
 
 absl::Status LineError(absl::string_view source, int line,
                        absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat(source, ":", line, ": ", what));
+  return absl::InvalidArgumentError(
+      absl::StrCat(source, ":", line, ": ", what));
 }
 
 absl::StatusOr<Predicate> ParsePredicate(const std::vector<std::string>& w,
@@ -65,9 +66,9 @@ absl::StatusOr<Predicate> ParsePredicate(const std::vector<std::string>& w,
     }
     return p;
   }
-  return LineError(source, line,
-                   absl::StrCat("unknown operator '", op,
-                                "' (==, !=, >, >=, <, <=, in)"));
+  return LineError(
+      source, line,
+      absl::StrCat("unknown operator '", op, "' (==, !=, >, >=, <, <=, in)"));
 }
 
 }  // namespace
@@ -164,8 +165,7 @@ absl::StatusOr<TabularSchema> ParseTabularSchema(absl::string_view text,
       } else if (value == "whitespace") {
         s.separator = TabularSchema::Separator::kWhitespace;
       } else {
-        return LineError(source, line_no,
-                         "separator: `comma` or `whitespace`");
+        return LineError(source, line_no, "separator: `comma` or `whitespace`");
       }
     } else if (key == "skip") {
       s.skip_prefixes.push_back(value);
@@ -244,7 +244,8 @@ absl::StatusOr<TabularSchema> ParseTabularSchema(absl::string_view text,
   }
   if (s.favourable.empty()) return fail("no `favourable:` label value");
   for (const auto& [attr, p] : s.privileged) {
-    if (!known(attr)) return fail(absl::StrCat("privileged: no column '", attr, "'"));
+    if (!known(attr))
+      return fail(absl::StrCat("privileged: no column '", attr, "'"));
   }
   if (!s.protected_attribute.empty() &&
       !s.privileged.count(s.protected_attribute)) {
@@ -277,9 +278,9 @@ absl::Status ParseTabularText(const TabularSchema& schema,
   const int protected_col = rows->Column(protected_name);
   auto pred = schema.privileged.find(protected_name);
   if (label_col < 0 || protected_col < 0 || pred == schema.privileged.end()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        schema.source, ": protected attribute '", protected_name,
-        "' is not a column with a `privileged:` predicate"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(schema.source, ": protected attribute '", protected_name,
+                     "' is not a column with a `privileged:` predicate"));
   }
   std::vector<int> derived_from;
   for (const DerivedColumn& d : schema.derived) {
@@ -335,8 +336,8 @@ absl::Status ParseTabularText(const TabularSchema& schema,
         return absl::InvalidArgumentError(absl::StrCat(
             file_name, ":", line_no, ": column '", schema.derived[d].from,
             "' (", derived_from[d] + 1, "): value '", from,
-            "' has no mapping for the derived column '",
-            schema.derived[d].name, "'"));
+            "' has no mapping for the derived column '", schema.derived[d].name,
+            "'"));
       }
       derived.push_back(it->second);
     }

@@ -50,8 +50,9 @@ TEST(TabularSchema, SchemaErrorsNameTheLine) {
   struct Case {
     std::string text, want;
   };
-  const std::string base = "file: f\ncolumn: a numeric\ncolumn: y categorical\n"
-                           "label: y\nfavourable: 1\n";
+  const std::string base =
+      "file: f\ncolumn: a numeric\ncolumn: y categorical\n"
+      "label: y\nfavourable: 1\n";
   const Case cases[] = {
       {base + "colour: red\n", "s:6: unknown directive 'colour'"},
       {base + "column: b integer\n", "s:6: column:"},
@@ -127,8 +128,8 @@ TEST(TabularSchema, AdultAsAif360ReadsIt) {
   if (!std::filesystem::exists(Data("adult/adult.data"))) {
     GTEST_SKIP() << "no Adult data at " << Data("adult");
   }
-  auto s = ReadTabularSchema(std::string(POSTTRAIN_SCHEMA_DIR) +
-                             "/adult.schema");
+  auto s =
+      ReadTabularSchema(std::string(POSTTRAIN_SCHEMA_DIR) + "/adult.schema");
   ASSERT_TRUE(s.ok()) << s.status();
   auto rows = ReadTabularRows(*s, Data("adult"));
   ASSERT_TRUE(rows.ok()) << rows.status();
@@ -152,8 +153,8 @@ TEST(TabularSchema, GermanAsAif360ReadsIt) {
   if (!std::filesystem::exists(Data("german/german.data"))) {
     GTEST_SKIP() << "no German data at " << Data("german");
   }
-  auto s = ReadTabularSchema(std::string(POSTTRAIN_SCHEMA_DIR) +
-                             "/german.schema");
+  auto s =
+      ReadTabularSchema(std::string(POSTTRAIN_SCHEMA_DIR) + "/german.schema");
   ASSERT_TRUE(s.ok()) << s.status();
   auto sex = ReadTabularRows(*s, Data("german"), "sex");
   auto age = ReadTabularRows(*s, Data("german"), "age");

@@ -22,32 +22,6 @@ namespace {
 
 namespace nn = torch::nn;
 
-struct Data {
-  at::Tensor x, y;
-};
-// Four overlapping Gaussian blobs in 6-D.
-Data Blobs(int64_t n, uint64_t seed) {
-  auto gen = at::detail::createCPUGenerator(seed);
-  at::Tensor y = torch::randint(0, 4, {n}, gen, torch::kLong);
-  at::Tensor centers = torch::eye(4, 6) * 1.5;
-  return {(centers.index_select(0, y) + torch::randn({n, 6}, gen))
-              .to(torch::kFloat),
-          y};
-}
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-nn::Sequential Mlp() {
-  torch::manual_seed(7);
-  return nn::Sequential(nn::Linear(6, 32), nn::ReLU(), nn::Linear(32, 16),
-                        nn::ReLU(), nn::Linear(16, 4));
-}
-
 // A task that needs no history: T is its data with references at M_T's
 // output scaled and shifted (so tuning has work to do), or, with
 // `garbage`, references of the wrong class that wreck the model when
@@ -55,7 +29,7 @@ nn::Sequential Mlp() {
 // data is the guard split. It records which calls it got.
 class ToyTask : public PostTrainTask {
  public:
-  ToyTask(Data data, PipelineOptions settings, bool garbage = false)
+  ToyTask(testing::Blobs data, PipelineOptions settings, bool garbage = false)
       : data_(std::move(data)), settings_(settings), garbage_(garbage) {}
   std::string name() const override { return "toy"; }
   absl::Status Check(const torch::nn::Sequential& model) const override {
@@ -121,7 +95,7 @@ class ToyTask : public PostTrainTask {
     }
     return TuningData{d.inputs, refs, d.labels, d.labels};
   }
-  Data data_;
+  testing::Blobs data_;
   PipelineOptions settings_;
   bool garbage_;
   LabelledData train_, guard_;
@@ -135,7 +109,7 @@ PipelineOptions FastSettings() {
 }
 
 // Trains the MLP for 6 epochs of 16 batches, calling `cb`'s events.
-void Train(nn::Sequential& model, Callback& cb, const Data& train,
+void Train(nn::Sequential& model, Callback& cb, const testing::Blobs& train,
            std::vector<absl::Status>* errors = nullptr) {
   torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(2e-2));
   for (int epoch = 0; epoch < 6; ++epoch) {
@@ -155,6 +129,17 @@ void Train(nn::Sequential& model, Callback& cb, const Data& train,
   }
 }
 
+// Everything written to a tmpfile, which is then closed.
+std::string ReadAndClose(std::FILE* f) {
+  std::rewind(f);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  std::fclose(f);
+  return out;
+}
+
 bool SameState(const NamedTensors& a, const NamedTensors& b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -165,9 +150,10 @@ bool SameState(const NamedTensors& a, const NamedTensors& b) {
 
 TEST(PostTrainCallback, RunsThePhaseStoresTheModelAndSavesTheProfile) {
   const std::string dir = testing::MakeTempDir("ptc") + "/history";
-  nn::Sequential model = Mlp();
-  Data train = Blobs(800, 1);
-  auto task = std::make_shared<ToyTask>(Blobs(400, 2), FastSettings());
+  nn::Sequential model = testing::BlobsMlp();
+  testing::Blobs train = testing::GaussianBlobs(800, 1);
+  auto task =
+      std::make_shared<ToyTask>(testing::GaussianBlobs(400, 2), FastSettings());
   PostTrainCallbackOptions options;
   options.directory = dir;
   options.profiler.every_n_batches = 2;
@@ -197,12 +183,13 @@ TEST(PostTrainCallback, RunsThePhaseStoresTheModelAndSavesTheProfile) {
   // The profile beside the history parses and is the one sliced with.
   ASSERT_EQ(post.profile_path(), dir + "/profile.pb");
   pb::Profile proto;
-  ASSERT_TRUE(proto.ParseFromString(ReadAll(post.profile_path())));
+  ASSERT_TRUE(
+      proto.ParseFromString(testing::ReadFileBytes(post.profile_path())));
   auto saved = Profile::FromProto(proto);
   ASSERT_TRUE(saved.ok()) << saved.status();
   EXPECT_EQ(saved->count(), post.profiler()->profile()->count());
   // report.json lists the task's own options beside the settings.
-  const std::string json = ReadAll(dir + "/report.json");
+  const std::string json = testing::ReadFileBytes(dir + "/report.json");
   EXPECT_TRUE(absl::StrContains(json, "\"task\": \"toy\"")) << json;
   EXPECT_TRUE(absl::StrContains(json, "\"toy_option\": 42")) << json;
   EXPECT_TRUE(absl::StrContains(json, "\"learning_rates\": [0.01, 0.001]"))
@@ -214,13 +201,14 @@ TEST(PostTrainCallback, RunsThePhaseStoresTheModelAndSavesTheProfile) {
 // epoch keeps its number and the improved model comes after it.
 TEST(PostTrainerHazards, AnyOrderOfTheListKeepsTheFinalEpoch) {
   const std::string dir = testing::MakeTempDir("post_order") + "/history";
-  nn::Sequential model = Mlp();
-  Data train = Blobs(800, 1);
+  nn::Sequential model = testing::BlobsMlp();
+  testing::Blobs train = testing::GaussianBlobs(800, 1);
   HistoryRecorderOptions slow;
   slow.max_pending = 4;
   auto recorder = std::make_shared<HistoryRecorder>(model, dir, slow);
   auto profiler = std::make_shared<SliceProfiler>(model);
-  auto task = std::make_shared<ToyTask>(Blobs(400, 2), FastSettings());
+  auto task =
+      std::make_shared<ToyTask>(testing::GaussianBlobs(400, 2), FastSettings());
   auto trainer = std::make_shared<PostTrainer>(model, recorder, profiler, task);
   CallbackList callbacks({trainer, profiler, recorder});
   absl::Status begin = callbacks.OnTrainBegin();
@@ -247,20 +235,22 @@ TEST(PostTrainerHazards, AnyOrderOfTheListKeepsTheFinalEpoch) {
 // not run on the old history, and the old epochs stay as they were.
 TEST(PostTrainerHazards, AStoreFromAnEarlierRunIsRefused) {
   const std::string dir = testing::MakeTempDir("post_stale") + "/history";
-  Data train = Blobs(800, 1);
+  testing::Blobs train = testing::GaussianBlobs(800, 1);
   PostTrainCallbackOptions options;
   options.directory = dir;
   {
-    nn::Sequential model = Mlp();
-    auto task = std::make_shared<ToyTask>(Blobs(400, 2), FastSettings());
+    nn::Sequential model = testing::BlobsMlp();
+    auto task = std::make_shared<ToyTask>(testing::GaussianBlobs(400, 2),
+                                          FastSettings());
     PostTrainCallback post(model, task, options);
     ASSERT_TRUE(post.OnTrainBegin().ok());
     Train(model, post, train);
     ASSERT_TRUE(post.OnTrainEnd().ok());
   }
-  const std::string before = ReadAll(dir + "/MANIFEST");
-  nn::Sequential model = Mlp();
-  auto task = std::make_shared<ToyTask>(Blobs(400, 2), FastSettings());
+  const std::string before = testing::ReadFileBytes(dir + "/MANIFEST");
+  nn::Sequential model = testing::BlobsMlp();
+  auto task =
+      std::make_shared<ToyTask>(testing::GaussianBlobs(400, 2), FastSettings());
   PostTrainCallback again(model, task, options);
   absl::Status begin = again.OnTrainBegin();
   EXPECT_EQ(begin.code(), absl::StatusCode::kFailedPrecondition) << begin;
@@ -273,7 +263,7 @@ TEST(PostTrainerHazards, AStoreFromAnEarlierRunIsRefused) {
   EXPECT_FALSE(end.ok());
   EXPECT_EQ(again.result(), nullptr);
   EXPECT_EQ(task->calls, "");  // the phase never ran
-  EXPECT_EQ(ReadAll(dir + "/MANIFEST"), before);
+  EXPECT_EQ(testing::ReadFileBytes(dir + "/MANIFEST"), before);
 }
 
 // Hazard "stale store", second half: before mining, the newest stored
@@ -283,12 +273,13 @@ TEST(PostTrainerHazards, AModelThatIsNotTheNewestEpochIsNamed) {
   for (pb::Codec codec : {pb::CODEC_DELTA, pb::CODEC_LOSSY}) {
     for (bool trained_on : {false, true}) {
       const std::string dir = testing::MakeTempDir("post_newest") + "/h";
-      nn::Sequential model = Mlp();
-      Data train = Blobs(800, 1);
+      nn::Sequential model = testing::BlobsMlp();
+      testing::Blobs train = testing::GaussianBlobs(800, 1);
       PostTrainCallbackOptions options;
       options.directory = dir;
       options.history.store.codec = codec;
-      auto task = std::make_shared<ToyTask>(Blobs(400, 2), FastSettings());
+      auto task = std::make_shared<ToyTask>(testing::GaussianBlobs(400, 2),
+                                            FastSettings());
       PostTrainCallback post(model, task, options);
       ASSERT_TRUE(post.OnTrainBegin().ok());
       Train(model, post, train);
@@ -322,15 +313,17 @@ TEST(PostTrainerHazards, AnUncuttableModelFailsBeforeTraining) {
                        nn::Conv2d(nn::Conv2dOptions(4, 4, 6)), nn::Flatten());
   PostTrainCallbackOptions options;
   options.directory = testing::MakeTempDir("post_arch") + "/history";
-  auto task = std::make_shared<ToyTask>(Blobs(40, 2), FastSettings());
+  auto task =
+      std::make_shared<ToyTask>(testing::GaussianBlobs(40, 2), FastSettings());
   PostTrainCallback post(model, task, options);
   absl::Status s = post.OnTrainBegin();
   EXPECT_FALSE(s.ok());
   EXPECT_TRUE(absl::StrContains(s.message(), "Conv2d '2'")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "p = 1")) << s;
 
-  nn::Sequential mlp = Mlp();
-  auto failing = std::make_shared<ToyTask>(Blobs(40, 2), FastSettings());
+  nn::Sequential mlp = testing::BlobsMlp();
+  auto failing =
+      std::make_shared<ToyTask>(testing::GaussianBlobs(40, 2), FastSettings());
   failing->check_status = absl::InvalidArgumentError("toy: needs 5 classes");
   options.directory = testing::MakeTempDir("post_arch") + "/history";
   PostTrainCallback post2(mlp, failing, options);
@@ -339,7 +332,7 @@ TEST(PostTrainerHazards, AnUncuttableModelFailsBeforeTraining) {
   // Bad settings are named too.
   PipelineOptions bad = FastSettings();
   bad.slicer.q = 0;
-  auto bad_task = std::make_shared<ToyTask>(Blobs(40, 2), bad);
+  auto bad_task = std::make_shared<ToyTask>(testing::GaussianBlobs(40, 2), bad);
   options.directory = testing::MakeTempDir("post_arch") + "/history";
   PostTrainCallback post3(mlp, bad_task, options);
   s = post3.OnTrainBegin();
@@ -347,7 +340,8 @@ TEST(PostTrainerHazards, AnUncuttableModelFailsBeforeTraining) {
   bad = FastSettings();
   bad.tuner.seed = 9;
   bad.seed = 3;
-  auto seed_task = std::make_shared<ToyTask>(Blobs(40, 2), bad);
+  auto seed_task =
+      std::make_shared<ToyTask>(testing::GaussianBlobs(40, 2), bad);
   options.directory = testing::MakeTempDir("post_arch") + "/history";
   PostTrainCallback post4(mlp, seed_task, options);
   s = post4.OnTrainBegin();
@@ -359,13 +353,14 @@ TEST(PostTrainerHazards, AnUncuttableModelFailsBeforeTraining) {
 // says why.
 TEST(PostTrainerHazards, TuningThatLosesAccuracyIsRejected) {
   const std::string dir = testing::MakeTempDir("post_guard") + "/history";
-  nn::Sequential model = Mlp();
-  Data train = Blobs(800, 1);
+  nn::Sequential model = testing::BlobsMlp();
+  testing::Blobs train = testing::GaussianBlobs(800, 1);
   PipelineOptions settings = FastSettings();
   settings.tuner.learning_rates = {1e-1, 1e-2};
   settings.slice = false;
-  auto task = std::make_shared<ToyTask>(Blobs(400, 2), settings,
-                                        /*garbage=*/true);
+  auto task =
+      std::make_shared<ToyTask>(testing::GaussianBlobs(400, 2), settings,
+                                /*garbage=*/true);
   PostTrainCallbackOptions options;
   options.directory = dir;
   PostTrainCallback post(model, task, options);
@@ -392,8 +387,9 @@ TEST(PostTrainerHazards, TuningThatLosesAccuracyIsRejected) {
 }
 
 TEST(PostTrainCallback, BadOptionsAndNonWriterRanks) {
-  nn::Sequential model = Mlp();
-  auto task = std::make_shared<ToyTask>(Blobs(40, 2), FastSettings());
+  nn::Sequential model = testing::BlobsMlp();
+  auto task =
+      std::make_shared<ToyTask>(testing::GaussianBlobs(40, 2), FastSettings());
   PostTrainCallbackOptions options;
   EXPECT_TRUE(absl::StrContains(
       PostTrainCallback(model, task, options).OnTrainBegin().message(),
@@ -413,7 +409,7 @@ TEST(PostTrainCallback, BadOptionsAndNonWriterRanks) {
   options.profile_file.clear();
   PostTrainCallback other_rank(model, task, options);
   ASSERT_TRUE(other_rank.OnTrainBegin().ok());
-  Train(model, other_rank, Blobs(800, 1));
+  Train(model, other_rank, testing::GaussianBlobs(800, 1));
   EXPECT_TRUE(other_rank.OnTrainEnd().ok());
   EXPECT_EQ(task->calls, "");
   EXPECT_NE(other_rank.profiler()->profile(), nullptr);
@@ -442,12 +438,7 @@ TEST(ProgressBar, PlainLinesAndATerminalLine) {
       now = 60;
       bar.Update({"tuning", 10, 20, "epochs"});
     }
-    std::rewind(f);
-    std::string out;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-    std::fclose(f);
+    const std::string out = ReadAndClose(f);
     EXPECT_TRUE(absl::StrContains(out, "epoch 0: 40/40 batches, done in 40s"))
         << out;
     EXPECT_TRUE(absl::StrContains(out, "tuning: 10/20 epochs, 1 epochs/s, ETA"))
@@ -475,21 +466,17 @@ TEST(PostTrainCallback, ReportsProgressOfTrainingAndOfThePhase) {
   o.out = f;
   o.terminal = false;
   ProgressBar bar(o);
-  nn::Sequential model = Mlp();
-  auto task = std::make_shared<ToyTask>(Blobs(400, 2), FastSettings());
+  nn::Sequential model = testing::BlobsMlp();
+  auto task =
+      std::make_shared<ToyTask>(testing::GaussianBlobs(400, 2), FastSettings());
   PostTrainCallbackOptions options;
   options.directory = testing::MakeTempDir("ptc_progress") + "/h";
   options.progress = &bar;
   PostTrainCallback post(model, task, options);
   ASSERT_TRUE(post.OnTrainBegin().ok());
-  Train(model, post, Blobs(800, 1));
+  Train(model, post, testing::GaussianBlobs(800, 1));
   ASSERT_TRUE(post.OnTrainEnd().ok());
-  std::rewind(f);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-  std::fclose(f);
+  const std::string out = ReadAndClose(f);
   for (const char* want :
        {"epoch 0: 16/16 batches, done", "epoch 5: 16/16 batches, done",
         "slicing: 400/400 inputs, done", "tuning: 8/8 epochs, done",

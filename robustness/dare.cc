@@ -94,20 +94,9 @@ class DareTask : public PostTrainTask {
       }));
       PT_RETURN_IF_ERROR(status);
       // One input through the model: the shapes must fit.
-      absl::Status fits = CallTorch("", [&] {
-        torch::NoGradGuard no_grad;
-        torch::nn::Sequential m = model;
-        EvalModeGuard eval(*m);
-        at::Device device(torch::kCPU);
-        if (!m->parameters().empty()) device = m->parameters()[0].device();
-        m->forward(data->inputs.narrow(0, 0, 1).to(device));
-      });
-      if (!fits.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("Dare: the `", what, "` inputs (",
-                         absl::StrJoin(data->inputs.sizes().vec(), "x"),
-                         ") do not fit the model: ", fits.message()));
-      }
+      PT_RETURN_IF_ERROR(ForwardFirstInput(model, data->inputs,
+                                           absl::StrCat("Dare: `", what, "`"))
+                             .status());
     }
     return absl::OkStatus();
   }

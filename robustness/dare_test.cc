@@ -17,35 +17,9 @@ namespace {
 
 namespace nn = torch::nn;
 
-struct Data {
-  at::Tensor x, y;
-};
-// Four overlapping Gaussian blobs in 6-D: hard enough that the history
-// disagrees with the final model on some samples.
-Data Blobs(int64_t n, uint64_t seed) {
-  auto gen = at::detail::createCPUGenerator(seed);
-  at::Tensor y = torch::randint(0, 4, {n}, gen, torch::kLong);
-  at::Tensor centers = torch::eye(4, 6) * 1.5;
-  return {(centers.index_select(0, y) + torch::randn({n, 6}, gen))
-              .to(torch::kFloat),
-          y};
-}
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-nn::Sequential Mlp() {
-  torch::manual_seed(7);
-  return nn::Sequential(nn::Linear(6, 32), nn::ReLU(), nn::Linear(32, 16),
-                        nn::ReLU(), nn::Linear(16, 4));
-}
-
 DareOptions SmallDare(const std::string& variant) {
-  Data train = Blobs(800, 1), val = Blobs(800, 2);
+  testing::Blobs train = testing::GaussianBlobs(800, 1),
+                 val = testing::GaussianBlobs(800, 2);
   DareOptions dare;
   dare.variant = variant;
   dare.validation = {val.x, val.y};
@@ -69,7 +43,7 @@ std::unique_ptr<PostTrainCallback> TrainWithDare(nn::Sequential& model,
   auto post =
       std::make_unique<PostTrainCallback>(model, std::move(*task), options);
   EXPECT_TRUE(post->OnTrainBegin().ok());
-  Data train = Blobs(800, 1);
+  testing::Blobs train = testing::GaussianBlobs(800, 1);
   torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(2e-2));
   for (int epoch = 0; epoch < 6; ++epoch) {
     model->train();
@@ -88,7 +62,7 @@ std::unique_ptr<PostTrainCallback> TrainWithDare(nn::Sequential& model,
 
 TEST(DareTask, MinesTheHistoryTunesStoresAndReports) {
   const std::string dir = testing::MakeTempDir("dare") + "/history";
-  nn::Sequential model = Mlp();
+  nn::Sequential model = testing::BlobsMlp();
   DareOptions dare = SmallDare("dare");
   dare.pipeline.tuner.max_accuracy_drop = 1.0;  // accept, to check storage
   absl::Status s;
@@ -102,7 +76,7 @@ TEST(DareTask, MinesTheHistoryTunesStoresAndReports) {
   EXPECT_EQ(r->augmentation.figures.at("history_epochs"), 3);  // ceil(6/2)
   ASSERT_TRUE(r->tune.accepted) << r->tune.reason;
   ASSERT_EQ(r->slices.size(), 4u);
-  const std::string json = ReadAll(dir + "/report.json");
+  const std::string json = testing::ReadFileBytes(dir + "/report.json");
   for (const char* want :
        {"\"task\": \"dare\"", "\"accepted\": true", "\"variant\": \"dare\"",
         "\"p\": 1", "\"q\": 95", "\"seed\": 1", "\"max_slice_inputs\": 10000",
@@ -135,7 +109,7 @@ TEST(DareTask, EveryVariantRuns) {
   for (const std::string& variant : DareVariantNames()) {
     const std::string dir =
         testing::MakeTempDir("dare_" + variant) + "/history";
-    nn::Sequential model = Mlp();
+    nn::Sequential model = testing::BlobsMlp();
     absl::Status s;
     auto post = TrainWithDare(model, dir, SmallDare(variant), &s);
     ASSERT_TRUE(s.ok()) << variant << ": " << s;
@@ -155,7 +129,7 @@ TEST(DareTask, EveryVariantRuns) {
 // (p = 0) against an explicit p = 2 is an error naming both.
 TEST(DareTask, VariantsNeverOverrideTheUsersSettings) {
   const std::string dir = testing::MakeTempDir("dare_presets") + "/history";
-  nn::Sequential model = Mlp();
+  nn::Sequential model = testing::BlobsMlp();
   DareOptions dare = SmallDare("dare");
   dare.pipeline.tuner.p = 2;
   dare.pipeline.seed = 5;
@@ -164,7 +138,7 @@ TEST(DareTask, VariantsNeverOverrideTheUsersSettings) {
   ASSERT_TRUE(end.ok()) << end;
   EXPECT_EQ(post->result()->settings.tuner.p, 2);
   EXPECT_EQ(post->result()->settings.tuner.seed, 5u);  // one seed
-  const std::string json = ReadAll(dir + "/report.json");
+  const std::string json = testing::ReadFileBytes(dir + "/report.json");
   EXPECT_TRUE(absl::StrContains(json, "\"p\": 2")) << json;
   EXPECT_TRUE(absl::StrContains(json, "\"seed\": 5")) << json;
 
@@ -197,7 +171,7 @@ TEST(DareTask, BadOptionsAreNamed) {
       absl::StrContains(MakeDareTask(dare).status().message(), "validation"));
   // Checked against the model before training: labels beyond its outputs,
   // inputs of another shape.
-  nn::Sequential model = Mlp();
+  nn::Sequential model = testing::BlobsMlp();
   dare = SmallDare("dare");
   dare.validation.labels = dare.validation.labels + 2;
   auto task = MakeDareTask(dare);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Configures, builds and installs posttrain into build/install, then builds
-# the Fashion-MNIST example against the installed package (as a user would).
+# the examples (Fashion-MNIST; with everything, also adult_fairness)
+# against the installed package, as a user would.
 #   scripts/build.sh          everything: library, tools, tests, benchmarks
 #   scripts/build.sh --main   only what the main job runs: the library and
 #                             the example (no tests, benchmarks or tools)
@@ -25,3 +26,8 @@ cmake --install "$build_dir" >/dev/null
 cmake -S examples/fashion_mnist -B "$build_dir/example" \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$build_dir/example" -j "$jobs"
+if [[ $all == ON ]]; then
+  cmake -S examples/adult_fairness -B "$build_dir/adult_fairness" \
+    -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+  cmake --build "$build_dir/adult_fairness" -j "$jobs"
+fi

@@ -4,16 +4,18 @@
 # declares the names the examples use; an example's own declarations shadow
 # them), or, with --readme, the README's integration snippet.
 #   extract_examples.sh OUT.cc SOURCE_ROOT header.h...
-#   extract_examples.sh --readme OUT.inc README.md
+#   extract_examples.sh --readme OUT.inc README.md [SNIPPET]
 # A block starts at a line "// Example..." and ends at a bare "//" or a
 # line that is not a comment; its code lines start with "//" and at least
 # two spaces. The README snippet is the ```cpp block after the line
-# "<!-- snippet: integration -->", without its #include lines.
+# "<!-- snippet: SNIPPET -->" (default: integration), without its #include
+# lines.
 set -eu
 if [ "$1" = "--readme" ]; then
   out=$2
-  awk '
-    /<!-- snippet: integration -->/ { want = 1; next }
+  snippet=${4:-integration}
+  awk -v marker="<!-- snippet: $snippet -->" '
+    index($0, marker) == 1 { want = 1; next }
     want && /^```cpp/ { on = 1; want = 0; next }
     on && /^```/ { on = 0; found = 1; next }
     on && /^#include/ { next }

@@ -29,6 +29,22 @@ torch::nn::Sequential SmallCnn(uint64_t seed) {
                         nn::BatchNorm1d(16), nn::ReLU(), nn::Linear(16, 3));
 }
 
+Blobs GaussianBlobs(int64_t n, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  at::Tensor y = torch::randint(0, 4, {n}, gen, torch::kLong);
+  at::Tensor centers = torch::eye(4, 6) * 1.5;
+  return {(centers.index_select(0, y) + torch::randn({n, 6}, gen))
+              .to(torch::kFloat),
+          y};
+}
+
+torch::nn::Sequential BlobsMlp(uint64_t seed) {
+  torch::manual_seed(seed);
+  namespace nn = torch::nn;
+  return nn::Sequential(nn::Linear(6, 32), nn::ReLU(), nn::Linear(32, 16),
+                        nn::ReLU(), nn::Linear(16, 4));
+}
+
 void SimulateEpoch(torch::nn::Sequential& model, uint64_t seed) {
   torch::NoGradGuard no_grad;
   auto gen = at::detail::createCPUGenerator(seed);

@@ -19,6 +19,17 @@ std::string MakeTempDir(const std::string& prefix);
 // ReLU + Linear, for 1x8x8 inputs and 3 classes; BatchNorm buffers included.
 torch::nn::Sequential SmallCnn(uint64_t seed = 0);
 
+// Four overlapping Gaussian blobs in 6-D (centers 1.5 apart on the first
+// four axes, unit noise): n inputs (float [n, 6]) and labels (int64 [n]),
+// hard enough that a short training history disagrees with its final
+// model on some samples.
+struct Blobs {
+  at::Tensor x, y;
+};
+Blobs GaussianBlobs(int64_t n, uint64_t seed);
+// The MLP 6→32→16→4 (ReLU) the blob tests train, seeded.
+torch::nn::Sequential BlobsMlp(uint64_t seed = 7);
+
 // Changes every parameter and buffer of `model` as a training epoch would:
 // small seeded steps on the weights, new running statistics, one more
 // num_batches_tracked.

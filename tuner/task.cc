@@ -1,9 +1,14 @@
 #include "tuner/task.h"
 
+#include <torch/torch.h>
+
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/module_state.h"
 #include "common/status.h"
+#include "common/torch_status.h"
 
 namespace posttrain {
 namespace {
@@ -21,8 +26,8 @@ absl::Status Merge(const std::string& variant, const char* field,
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "variant '", variant, "' presets ", field, " = ", Show(*preset),
-      ", but ", field, " = ", Show(*value),
+      "variant '", variant, "' presets ", field, " = ", Show(*preset), ", but ",
+      field, " = ", Show(*value),
       " was set; leave it at its default or choose another variant"));
 }
 
@@ -36,9 +41,32 @@ absl::StatusOr<PipelineOptions> ApplyPresets(const std::string& variant,
   PT_RETURN_IF_ERROR(
       Merge(variant, "tuner.p", presets.p, d.tuner.p, &o.tuner.p));
   PT_RETURN_IF_ERROR(Merge(variant, "slice", presets.slice, d.slice, &o.slice));
-  PT_RETURN_IF_ERROR(
-      Merge(variant, "transform", presets.transform, d.transform, &o.transform));
+  PT_RETURN_IF_ERROR(Merge(variant, "transform", presets.transform, d.transform,
+                           &o.transform));
   return o;
+}
+
+absl::StatusOr<at::Tensor> ForwardFirstInput(const torch::nn::Sequential& model,
+                                             const at::Tensor& inputs,
+                                             const std::string& what) {
+  if (!inputs.defined() || inputs.dim() == 0 || inputs.size(0) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": no inputs"));
+  }
+  at::Tensor out;
+  absl::Status fits = CallTorch("", [&] {
+    torch::NoGradGuard no_grad;
+    torch::nn::Sequential m = model;
+    EvalModeGuard eval(*m);
+    at::Device device(torch::kCPU);
+    if (!m->parameters().empty()) device = m->parameters()[0].device();
+    out = m->forward(inputs.narrow(0, 0, 1).to(device));
+  });
+  if (!fits.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": the inputs (", absl::StrJoin(inputs.sizes().vec(), "x"),
+        ") do not fit the model: ", fits.message()));
+  }
+  return out;
 }
 
 GuardSpec AccuracyGuard(LabelledData data) {

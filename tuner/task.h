@@ -120,6 +120,13 @@ struct GuardSpec {
 // Clean top-1 accuracy on `data` (ClassifierAccuracy).
 GuardSpec AccuracyGuard(LabelledData data);
 
+// For a task's Check: the model's output (eval mode, no grad, on the
+// model's device) for the first input of `inputs`, or InvalidArgument
+// "<what>: the inputs (AxB) do not fit the model: ..." when they do not.
+absl::StatusOr<at::Tensor> ForwardFirstInput(const torch::nn::Sequential& model,
+                                             const at::Tensor& inputs,
+                                             const std::string& what);
+
 // Every input of `data`, criterion = its class label, output neuron c for
 // criterion c, for `classes` classes (Dare's plan).
 SlicingPlan ClassSlicingPlan(const LabelledData& data, int64_t classes);
