@@ -69,9 +69,11 @@
   [[maybe_unused]] TuningData train_set, val_set;                             \
   [[maybe_unused]] LabelledData guard;                                        \
   [[maybe_unused]] double loss = 0;                                           \
-  [[maybe_unused]] int start = 0, epochs = 1;                              \
-  [[maybe_unused]] absl::StatusOr<TabularSchema> schema;                   \
-  [[maybe_unused]] absl::StatusOr<TabularRows> rows;                       \
-  [[maybe_unused]] absl::StatusOr<TabularData> encoded;
+  [[maybe_unused]] int start = 0, epochs = 1;                                 \
+  [[maybe_unused]] absl::StatusOr<TabularSchema> schema;                      \
+  [[maybe_unused]] absl::StatusOr<TabularRows> rows;                          \
+  [[maybe_unused]] absl::StatusOr<TabularData> encoded;                       \
+  [[maybe_unused]] std::vector<double> val_prob, test_prob;                   \
+  [[maybe_unused]] std::vector<int64_t> val_y, val_a, test_a;
 
 #endif  // POSTTRAIN_TESTS_HEADER_EXAMPLES_CONTEXT_H_
