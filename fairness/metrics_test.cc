@@ -3,9 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 
 namespace posttrain {
 namespace {
@@ -70,6 +76,58 @@ TEST(FairnessMetrics, WeightsAndUndefinedRates) {
   EXPECT_TRUE(std::isnan(m->privileged.fpr));
   EXPECT_TRUE(std::isnan(m->aaod));
   EXPECT_FALSE(std::isnan(m->spd));
+}
+
+// The cross-check: scripts/golden/fairness_metrics.py computes every metric
+// with an independent (numpy) implementation on 500 saved predictions, with
+// and without weights; both must agree to rounding.
+TEST(FairnessMetrics, AgreeWithTheIndependentPythonImplementation) {
+  const std::string dir = POSTTRAIN_FAIRNESS_TESTDATA;
+  std::ifstream csv(dir + "/predictions.csv");
+  ASSERT_TRUE(csv.good());
+  std::string line;
+  std::getline(csv, line);  // header
+  std::vector<int64_t> y, pred, a;
+  std::vector<double> w;
+  while (std::getline(csv, line)) {
+    std::vector<std::string> f = absl::StrSplit(line, ',');
+    ASSERT_EQ(f.size(), 4u) << line;
+    int64_t v[3];
+    for (int k = 0; k < 3; ++k) ASSERT_TRUE(absl::SimpleAtoi(f[k], &v[k]));
+    double weight;
+    ASSERT_TRUE(absl::SimpleAtod(f[3], &weight));
+    y.push_back(v[0]);
+    pred.push_back(v[1]);
+    a.push_back(v[2]);
+    w.push_back(weight);
+  }
+  ASSERT_EQ(y.size(), 500u);
+  std::map<std::string, std::pair<double, double>> golden;
+  std::ifstream g(dir + "/metrics_golden.txt");
+  while (std::getline(g, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::vector<std::string> f = absl::StrSplit(line, ' ');
+    ASSERT_EQ(f.size(), 3u);
+    double u, v;
+    ASSERT_TRUE(absl::SimpleAtod(f[1], &u) && absl::SimpleAtod(f[2], &v));
+    golden[f[0]] = {u, v};
+  }
+  ASSERT_EQ(golden.size(), 7u);
+  auto plain = ComputeFairnessMetrics(y, pred, a);
+  auto weighted = ComputeFairnessMetrics(y, pred, a, w);
+  ASSERT_TRUE(plain.ok() && weighted.ok());
+  for (const auto& [m, want] : std::map<std::string, std::pair<double, double>>{
+           {"accuracy", {plain->accuracy, weighted->accuracy}},
+           {"balanced_accuracy",
+            {plain->balanced_accuracy, weighted->balanced_accuracy}},
+           {"spd", {plain->spd, weighted->spd}},
+           {"di", {plain->di, weighted->di}},
+           {"eod", {plain->eod, weighted->eod}},
+           {"aod", {plain->aod, weighted->aod}},
+           {"aaod", {plain->aaod, weighted->aaod}}}) {
+    EXPECT_NEAR(want.first, golden.at(m).first, 1e-12) << m;
+    EXPECT_NEAR(want.second, golden.at(m).second, 1e-12) << m << " weighted";
+  }
 }
 
 TEST(FairnessMetrics, BadInputIsNamed) {
