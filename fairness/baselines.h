@@ -7,10 +7,10 @@
 //
 // Example:
 //   posttrain::TabularTrainOptions train;
-//   torch::nn::Sequential rew = posttrain::ReferenceMlp(data.features, 1);
-//   PT_RETURN_IF_ERROR(posttrain::TrainReweighed(rew, data, train));
+//   torch::nn::Sequential rew = posttrain::ReferenceMlp(encoded->features, 1);
+//   PT_RETURN_IF_ERROR(posttrain::TrainReweighed(rew, *encoded, train));
 //   PT_ASSIGN_OR_RETURN(posttrain::FairnessMetrics m,
-//                       posttrain::EvaluateTabular(rew, data.test));
+//                       posttrain::EvaluateTabular(rew, encoded->test));
 //
 // Thread safety: the model must not be used meanwhile.
 #ifndef POSTTRAIN_FAIRNESS_BASELINES_H_
