@@ -470,9 +470,11 @@ absl::StatusOr<TuneReport> SearchLearningRates(
     trial.best_validation_loss = loss0;
     PT_ASSIGN_OR_RETURN(NamedTensors best_state, CopyModuleState(*copy));
     int since_best = 0;
+    int ran = 0;  // epochs of this trial
     for (int epoch = 1; epoch <= options.max_epochs; ++epoch) {
       PT_RETURN_IF_ERROR(candidate.train_epoch(epoch));
       ++report.epochs_run;
+      ++ran;
       ReportProgress(
           options.progress, "tuning",
           static_cast<int64_t>(trial_no) * options.max_epochs + epoch,
@@ -487,10 +489,12 @@ absl::StatusOr<TuneReport> SearchLearningRates(
         break;
       }
     }
-    // An early stop skips the trial's remaining epochs.
-    ReportProgress(options.progress, "tuning",
-                   static_cast<int64_t>(trial_no + 1) * options.max_epochs,
-                   total_epochs, "epochs");
+    // An early stop skips the trial's remaining epochs (reported once).
+    if (ran < options.max_epochs) {
+      ReportProgress(options.progress, "tuning",
+                     static_cast<int64_t>(trial_no + 1) * options.max_epochs,
+                     total_epochs, "epochs");
+    }
     PT_RETURN_IF_ERROR(LoadModuleState(best_state, *copy));
     PT_ASSIGN_OR_RETURN(trial.guard_accuracy, guard(copy));
     ReportProgress(options.progress, "evaluation", ++evaluations, lrs + 1,
