@@ -53,9 +53,9 @@ class FmtTask : public PostTrainTask {
 
   std::vector<std::pair<std::string, std::string>> Describe() const override {
     const TabularData& d = *options_.data;
-    return {{"variant", absl::StrCat("\"", variant_.name, "\"")},
-            {"data_set", absl::StrCat("\"", d.name, "\"")},
-            {"protected_attribute", absl::StrCat("\"", d.protected_name, "\"")},
+    return {{"variant", JsonQuote(variant_.name)},
+            {"data_set", JsonQuote(d.name)},
+            {"protected_attribute", JsonQuote(d.protected_name)},
             {"pairs", absl::StrCat(Pairs())},
             {"guard_pairs", absl::StrCat(GuardPairs())},
             {"strategy", variant_.both ? "\"double\"" : "\"single\""},

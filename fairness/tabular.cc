@@ -76,6 +76,15 @@ absl::StatusOr<TabularData> EncodeTabular(const TabularSchema& schema,
     data.features += b.width;
     data.blocks.push_back(std::move(b));
   }
+  bool have_protected = false;
+  for (const FeatureBlock& b : data.blocks) {
+    have_protected |= b.kind == FeatureBlock::Kind::kProtected;
+  }
+  if (!have_protected) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(schema.source, ": the protected attribute '",
+                     rows.protected_name, "' is not among the input columns"));
+  }
   // Encode every row.
   std::vector<float> x(static_cast<size_t>(n * data.features), 0.0f);
   for (const FeatureBlock& b : data.blocks) {

@@ -1,6 +1,7 @@
 #include "fairness/tabular_schema.h"
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <utility>
 
@@ -247,6 +248,14 @@ absl::StatusOr<TabularSchema> ParseTabularSchema(absl::string_view text,
     if (!known(attr))
       return fail(absl::StrCat("privileged: no column '", attr, "'"));
   }
+  for (const auto& [attr, p] : s.privileged) {
+    if (attr == s.label ||
+        std::find(s.drop.begin(), s.drop.end(), attr) != s.drop.end()) {
+      return fail(absl::StrCat("protected attribute '", attr,
+                               "' is the label or dropped; it must stay an "
+                               "input"));
+    }
+  }
   if (!s.protected_attribute.empty() &&
       !s.privileged.count(s.protected_attribute)) {
     return fail(absl::StrCat("protected attribute '", s.protected_attribute,
@@ -321,11 +330,12 @@ absl::Status ParseTabularText(const TabularSchema& schema,
       continue;
     }
     for (size_t c = 0; c < n_file; ++c) {
-      double unused;
-      if (schema.columns[c].numeric && !absl::SimpleAtod(fields[c], &unused)) {
+      double v;
+      if (schema.columns[c].numeric &&
+          !(absl::SimpleAtod(fields[c], &v) && std::isfinite(v))) {
         return absl::InvalidArgumentError(absl::StrCat(
             file_name, ":", line_no, ": column '", schema.columns[c].name,
-            "' (", c + 1, "): '", fields[c], "' is not a number"));
+            "' (", c + 1, "): '", fields[c], "' is not a finite number"));
       }
     }
     std::vector<std::string> derived;

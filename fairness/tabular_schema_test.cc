@@ -66,6 +66,7 @@ TEST(TabularSchema, SchemaErrorsNameTheLine) {
       {"file: f\ncolumn: a numeric\nlabel: y\nfavourable: 1\n",
        "label: no column 'y'"},
       {base + "file: ../x\n", "s:6: file:"},
+      {base + "privileged: a > 1\ndrop: a\n", "'a' is the label or dropped"},
   };
   for (const Case& c : cases) {
     auto s = ParseTabularSchema(c.text, "s");
@@ -105,7 +106,9 @@ TEST(TabularSchema, ParsesRowsDropsMissingAndNamesBadFields) {
   const Case bad[] = {
       {"25, g1, X\n", "small.csv:1: expected 4 fields, got 3"},
       {"25, g1, X, yes\nold, g1, X, yes\n",
-       "small.csv:2: column 'age' (1): 'old' is not a number"},
+       "small.csv:2: column 'age' (1): 'old' is not a finite number"},
+      {"25, g1, X, yes\nnan, g1, X, yes\n",
+       "small.csv:2: column 'age' (1): 'nan' is not a finite number"},
       {"25, g1, Z, yes\n",
        "small.csv:1: column 'code' (3): value 'Z' has no mapping for the "
        "derived column 'kind'"},

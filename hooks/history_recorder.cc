@@ -29,16 +29,20 @@ absl::Status HistoryRecorder::EnsureOpen() {
         "HistoryRecorder: the model is an empty Sequential holder");
   }
   PT_ASSIGN_OR_RETURN(pb::ModelSpec spec, DescribeSequential(*model_));
+  if (!options_.resume) {
+    // Looked at read-only first: a refused store is not touched at all.
+    auto existing = HistoryStore::OpenReadOnly(directory_, options_.store.env);
+    if (existing.ok() && !(*existing)->Epochs().empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "HistoryRecorder: '", directory_, "' already holds ",
+          (*existing)->Epochs().size(), " epoch(s), the newest epoch ",
+          (*existing)->last_epoch(),
+          ", from an earlier run; set HistoryRecorderOptions::resume to "
+          "continue it, or record into a new directory"));
+    }
+  }
   PT_ASSIGN_OR_RETURN(std::unique_ptr<HistoryStore> store,
                       HistoryStore::Open(directory_, options_.store, spec));
-  if (!options_.resume && !store->Epochs().empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "HistoryRecorder: '", directory_, "' already holds ",
-        store->Epochs().size(), " epoch(s), the newest epoch ",
-        store->last_epoch(),
-        ", from an earlier run; set HistoryRecorderOptions::resume to "
-        "continue it, or record into a new directory"));
-  }
   if (options_.async) {
     PT_ASSIGN_OR_RETURN(
         writer_, AsyncHistoryWriter::Create(store.get(), options_.max_pending,

@@ -13,7 +13,8 @@
 // history.resume), then the profiler. OnTrainEnd flushes the recorder,
 // all-reduces and saves the profile, then runs the phase. Every event runs
 // every part even when one fails, returns the first error (naming the
-// part), and never throws.
+// part), and never throws. (Bad options of the callback itself, such as an
+// empty directory, fail OnTrainBegin before any part starts.)
 //
 // torch.distributed: construct it on every rank with history.is_writer set
 // on one rank only and profiler.all_reduce set on all; only the writer rank

@@ -21,21 +21,6 @@ std::string JsonNumber(double v) {
   return absl::StrFormat("%.6g", v);
 }
 
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += absl::StrFormat("\\u%04x", c);
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-
 std::string LrList(const TunerOptions& t) {
   std::string out;
   for (size_t i = 0; i < t.learning_rates.size(); ++i) {
@@ -60,21 +45,20 @@ std::string SettingsJson(const PipelineResult& r, const PostTrainTask& task) {
       ", \"slice_batch_size\": ", o.slicer.batch_size,
       ", \"max_slice_inputs\": ", o.max_slice_inputs,
       ", \"slice_inputs\": ", r.slice_inputs,
-      ", \"profile\": ", JsonString(r.profile_online ? "online" : "offline"),
+      ", \"profile\": ", JsonQuote(r.profile_online ? "online" : "offline"),
       ", \"optimizer\": ",
-      JsonString(t.optimizer == TunerOptions::Optimizer::kAdam
-                     ? "adam"
-                     : "sgd_momentum"),
+      JsonQuote(t.optimizer == TunerOptions::Optimizer::kAdam ? "adam"
+                                                              : "sgd_momentum"),
       ", \"learning_rates\": [", LrList(t), "]",
       ", \"max_epochs\": ", t.max_epochs, ", \"patience\": ", t.patience,
       ", \"batch_size\": ", t.batch_size,
       ", \"momentum\": ", JsonNumber(t.momentum),
       ", \"weight_decay\": ", JsonNumber(t.weight_decay),
-      ", \"guard_metric\": ", JsonString(r.guard_metric),
+      ", \"guard_metric\": ", JsonQuote(r.guard_metric),
       ", \"max_accuracy_drop\": ", JsonNumber(t.max_accuracy_drop),
       ", \"seed\": ", o.seed);
   for (const auto& [k, v] : task.Describe()) {
-    absl::StrAppend(&j, ", ", JsonString(k), ": ", v);
+    absl::StrAppend(&j, ", ", JsonQuote(k), ": ", v);
   }
   return j + "}";
 }
@@ -83,15 +67,15 @@ std::string ReportJson(const PipelineResult& r, const PostTrainTask& task,
                        int64_t stored_epoch) {
   const TuneReport& t = r.tune;
   std::string j = "{\n";
-  absl::StrAppend(&j, "  \"task\": ", JsonString(r.task), ",\n");
+  absl::StrAppend(&j, "  \"task\": ", JsonQuote(r.task), ",\n");
   absl::StrAppend(&j, "  \"accepted\": ", Bool(t.accepted),
-                  ",\n  \"reason\": ", JsonString(t.reason), ",\n");
+                  ",\n  \"reason\": ", JsonQuote(t.reason), ",\n");
   absl::StrAppend(&j, "  \"stored_epoch\": ", stored_epoch, ",\n");
   absl::StrAppend(&j, "  \"parameters\": ", SettingsJson(r, task), ",\n");
   j += "  \"augmentation\": {";
   bool first = true;
   for (const auto& [k, v] : r.augmentation.figures) {
-    absl::StrAppend(&j, first ? "" : ", ", JsonString(k), ": ", JsonNumber(v));
+    absl::StrAppend(&j, first ? "" : ", ", JsonQuote(k), ": ", JsonNumber(v));
     first = false;
   }
   j += "},\n";
@@ -290,6 +274,14 @@ absl::Status PostTrainer::OnTrainEnd() {
   ctx.profile = profile;
   ctx.progress = options_.progress;
   PT_ASSIGN_OR_RETURN(PipelineResult r, RunPipeline(*task_, ctx));
+  // The result is kept even when storing or reporting fails below: the
+  // model already holds it, and the error says so.
+  result_ = r;
+  result_->augmentation.train = {};
+  result_->augmentation.validation = {};
+  const std::string applied = r.tune.accepted
+                                  ? "the model holds the tuned weights"
+                                  : "the model is unchanged";
   if (r.tune.accepted && options_.store_improved) {
     EpochMetadata meta;
     meta.epoch = store->last_epoch() + 1;
@@ -299,21 +291,24 @@ absl::Status PostTrainer::OnTrainEnd() {
     PT_ASSIGN_OR_RETURN(NamedTensors state, CopyModuleState(*model_));
     for (NamedTensor& t : state) t.tensor = t.tensor.cpu().contiguous();
     PT_RETURN_IF_ERROR(Annotate(store->Append(meta, std::move(state)),
-                                "PostTrainer: storing the improved model"));
+                                absl::StrCat("PostTrainer (", applied,
+                                             "): storing the improved model")));
     stored_epoch_ = meta.epoch;
   }
   const std::string dir =
       options_.report_dir.empty() ? store->dir() : options_.report_dir;
   markdown_ = ReportMarkdown(r);
   const std::string json = ReportJson(r, *task_, stored_epoch_);
-  PT_RETURN_IF_ERROR(WriteFileAtomically(Env::Default(), dir + "/report.json",
-                                         {json}, true, true));
-  PT_RETURN_IF_ERROR(WriteFileAtomically(Env::Default(), dir + "/report.md",
-                                         {markdown_}, true, true));
-  // The tensors are not kept: the figures are.
-  r.augmentation.train = {};
-  r.augmentation.validation = {};
-  result_ = std::move(r);
+  const std::string context =
+      absl::StrCat("PostTrainer (", applied, "): writing the reports to ", dir);
+  PT_RETURN_IF_ERROR(
+      Annotate(WriteFileAtomically(Env::Default(), dir + "/report.json", {json},
+                                   true, true),
+               context));
+  PT_RETURN_IF_ERROR(
+      Annotate(WriteFileAtomically(Env::Default(), dir + "/report.md",
+                                   {markdown_}, true, true),
+               context));
   return absl::OkStatus();
 }
 

@@ -75,7 +75,9 @@ class PostTrainer : public Callback {
   absl::Status OnTrainBegin() override;
   absl::Status OnTrainEnd() override;
 
-  // The phase's result after OnTrainEnd; nullptr before or on error.
+  // The phase's result after OnTrainEnd; nullptr before, or when the phase
+  // failed before it had one. A failure to store the model or write the
+  // reports keeps the result (the model holds it; the error says so).
   const PipelineResult* result() const;
   // report.md's text (empty before OnTrainEnd).
   const std::string& report_markdown() const { return markdown_; }

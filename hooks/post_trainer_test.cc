@@ -248,6 +248,9 @@ TEST(PostTrainerHazards, AStoreFromAnEarlierRunIsRefused) {
     ASSERT_TRUE(post.OnTrainEnd().ok());
   }
   const std::string before = testing::ReadFileBytes(dir + "/MANIFEST");
+  // A leftover temporary file, which opening a store for writing removes:
+  // the refused store is not even opened for writing.
+  testing::WriteFileBytes(dir + "/MANIFEST.tmp", "leftover");
   nn::Sequential model = testing::BlobsMlp();
   auto task =
       std::make_shared<ToyTask>(testing::GaussianBlobs(400, 2), FastSettings());
@@ -264,6 +267,7 @@ TEST(PostTrainerHazards, AStoreFromAnEarlierRunIsRefused) {
   EXPECT_EQ(again.result(), nullptr);
   EXPECT_EQ(task->calls, "");  // the phase never ran
   EXPECT_EQ(testing::ReadFileBytes(dir + "/MANIFEST"), before);
+  EXPECT_EQ(testing::ReadFileBytes(dir + "/MANIFEST.tmp"), "leftover");
 }
 
 // Hazard "stale store", second half: before mining, the newest stored
@@ -384,6 +388,28 @@ TEST(PostTrainerHazards, TuningThatLosesAccuracyIsRejected) {
                                 "Original model kept"));
   auto store = HistoryStore::OpenReadOnly(dir);
   EXPECT_EQ((*store)->Epochs().size(), 6u);
+}
+
+// A report directory that cannot be written fails OnTrainEnd, but keeps
+// the result and says that the model holds the tuned weights.
+TEST(PostTrainCallback, AFailedReportKeepsTheResultAndSaysSo) {
+  nn::Sequential model = testing::BlobsMlp();
+  auto task =
+      std::make_shared<ToyTask>(testing::GaussianBlobs(400, 2), FastSettings());
+  PostTrainCallbackOptions options;
+  options.directory = testing::MakeTempDir("ptc_report") + "/history";
+  options.phase.report_dir = options.directory + "/no/such/dir";
+  PostTrainCallback post(model, task, options);
+  ASSERT_TRUE(post.OnTrainBegin().ok());
+  Train(model, post, testing::GaussianBlobs(800, 1));
+  absl::Status end = post.OnTrainEnd();
+  EXPECT_FALSE(end.ok());
+  ASSERT_NE(post.result(), nullptr);
+  ASSERT_TRUE(post.result()->tune.accepted);
+  EXPECT_TRUE(
+      absl::StrContains(end.message(), "the model holds the tuned weights"))
+      << end;
+  EXPECT_TRUE(absl::StrContains(end.message(), "no/such/dir")) << end;
 }
 
 TEST(PostTrainCallback, BadOptionsAndNonWriterRanks) {

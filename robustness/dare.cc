@@ -62,7 +62,7 @@ class DareTask : public PostTrainTask {
 
   std::vector<std::pair<std::string, std::string>> Describe() const override {
     return {
-        {"variant", absl::StrCat("\"", variant_.name, "\"")},
+        {"variant", JsonQuote(variant_.name)},
         {"mining", variant_.mode == MinerOptions::Mode::kBest
                        ? "\"algorithm 1\""
                        : "\"random history model\""},

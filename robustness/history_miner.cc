@@ -103,11 +103,12 @@ static absl::StatusOr<MinedSet> MineHistoryImpl(
         absl::StrCat("history store '", store.dir(), "' holds no epochs"));
   }
   // The window (ALGORITHMS.md §3): the latest ceil(t/2) stored training
-  // epochs, counted as epochs, not by epoch number, so that sparse
-  // snapshots and retention gaps do not shrink it. t = the training epochs
-  // ever appended (the post-training phase's stored models are not
-  // counted); when retention dropped some, the window is what remains of
-  // the latest ceil(t/2).
+  // epochs, counted as stored entries, not by epoch number, so that sparse
+  // snapshots and retention gaps do not shrink it: with a thinned history
+  // the window reaches back to older stored epochs (at most all of them).
+  // t = the training epochs ever appended, less the post-training phase's
+  // models still stored (one that retention dropped is still counted in
+  // t, which can only widen the window by one).
   int64_t marked = 0;
   for (const pb::EpochEntry& e : store.Epochs()) {
     marked += e.metrics().contains(kPostTrainMetric);

@@ -231,6 +231,13 @@ static absl::StatusOr<PipelineResult> RunPipelineImpl(PostTrainTask& task,
     result.slice_inputs = x.size(0);
     ReportProgress(ctx.progress, "slicing", 0, x.size(0), "inputs");
     const Profile* profile = ctx.profile;
+    // The aggregated reading needs the profile's per-criterion means, so
+    // an online profile of other criteria (a user's own profiler) is
+    // replaced by the exact offline one.
+    if (profile != nullptr && options.slicer.aggregated &&
+        profile->num_criteria() != static_cast<int>(plan.outputs.size())) {
+      profile = nullptr;
+    }
     std::optional<Profile> offline;
     if (profile == nullptr) {
       PT_ASSIGN_OR_RETURN(

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/module_state.h"
 #include "common/status.h"
@@ -67,6 +68,21 @@ absl::StatusOr<at::Tensor> ForwardFirstInput(const torch::nn::Sequential& model,
         ") do not fit the model: ", fits.message()));
   }
   return out;
+}
+
+std::string JsonQuote(absl::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += absl::StrFormat("\\u%04x", c);
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
 }
 
 GuardSpec AccuracyGuard(LabelledData data) {

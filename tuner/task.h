@@ -117,6 +117,9 @@ struct GuardSpec {
   std::function<absl::StatusOr<double>(const torch::nn::Sequential&)> evaluate;
 };
 
+// `s` as a JSON string literal (quoted, escaped), for Describe().
+std::string JsonQuote(absl::string_view s);
+
 // Clean top-1 accuracy on `data` (ClassifierAccuracy).
 GuardSpec AccuracyGuard(LabelledData data);
 
