@@ -7,6 +7,8 @@
 #define POSTTRAIN_TESTS_HEADER_EXAMPLES_CONTEXT_H_
 
 #include <gtest/gtest.h>
+// The whole of torch on purpose: the examples may use any public torch API
+// (layers, no-grad guards, tensors), and this is one translation unit.
 #include <torch/torch.h>
 
 #include <cstdio>
