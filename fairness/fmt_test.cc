@@ -6,7 +6,9 @@
 #include <cmath>
 
 #include "absl/strings/match.h"
+#include "fairness/adversarial_debiasing.h"
 #include "fairness/baselines.h"
+#include "fairness/care.h"
 #include "fairness/metrics.h"
 #include "fairness/reject_option.h"
 #include "hooks/post_train_callback.h"
@@ -271,6 +273,85 @@ TEST(FairnessBaselines, RewSuppAndRocLowerTheParityGap) {
   EXPECT_LE(std::fabs(roc->spd), 0.05);
   // Weights of another length are refused.
   EXPECT_FALSE(TrainTabular(plain, data->train, train, {1.0, 2.0}).ok());
+}
+
+// ADV on the leaking data: the plain model predicts the group's majority
+// label, so its TPR gap is large; the adversary (equalized-odds form) sees
+// the score and the label and predicts the group, and the classifier's
+// gradient is turned away from what helps it. |EOD| falls by a wide margin.
+TEST(FairnessBaselines, AdversarialDebiasingLowersTheEodGap) {
+  Synthetic s = MakeSynthetic(2000, 8, /*leak=*/true);
+  auto data = EncodeTabular(s.schema, s.rows, {});
+  ASSERT_TRUE(data.ok()) << data.status();
+  TabularTrainOptions train;
+  nn::Sequential plain = ReferenceMlp(data->features, 1);
+  ASSERT_TRUE(TrainTabular(plain, data->train, train).ok());
+  auto m_plain = EvaluateTabular(plain, data->test);
+  ASSERT_TRUE(m_plain.ok());
+  EXPECT_GT(m_plain->abs_eod(), 0.5);
+
+  AdversarialDebiasingOptions adv;
+  adv.train = train;
+  nn::Sequential fair = ReferenceMlp(data->features, 1);
+  auto r = TrainAdversarialDebiasing(fair, data->train, adv);
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto m_adv = EvaluateTabular(fair, data->test);
+  ASSERT_TRUE(m_adv.ok());
+  EXPECT_LT(m_adv->abs_eod(), m_plain->abs_eod() - 0.3)
+      << "plain " << m_plain->abs_eod() << " ADV " << m_adv->abs_eod();
+  EXPECT_EQ(r->epochs, TrainingEpochs(train, data->train.size()));
+  EXPECT_TRUE(absl::StrContains(r->Describe(adv), "\"adversary_weight\": 0.1"));
+  // A negative weight is refused.
+  adv.adversary_weight = -1;
+  EXPECT_FALSE(TrainAdversarialDebiasing(fair, data->train, adv).ok());
+}
+
+// CARE on the leaking data: the label-flip share U of the plain model is
+// near 1 (its prediction is the group); the repair lowers the fitness and
+// U, changes only the kept neurons' rows, and its reported U is the
+// model's.
+TEST(FairnessBaselines, CareLowersItsFairnessFitness) {
+  Synthetic s = MakeSynthetic(2000, 8, /*leak=*/true);
+  auto data = EncodeTabular(s.schema, s.rows, {});
+  ASSERT_TRUE(data.ok()) << data.status();
+  nn::Sequential model = ReferenceMlp(data->features, 1);
+  ASSERT_TRUE(TrainTabular(model, data->train, {}).ok());
+  std::vector<at::Tensor> before;
+  for (const at::Tensor& p : model->parameters()) before.push_back(p.clone());
+  CareOptions care;
+  care.alpha = 0.5;
+  auto r = RepairWithCare(model, data->train, data->protected_feature, care);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(r->unfair_before, 0.5);
+  EXPECT_LT(r->fitness_after, r->fitness_before - 0.1) << r->Describe(care);
+  EXPECT_LT(r->unfair_after, r->unfair_before - 0.3) << r->Describe(care);
+  ASSERT_EQ(r->neurons.size(), 4u);
+  for (size_t i = 1; i < r->neurons.size(); ++i) {
+    EXPECT_GE(r->neurons[i - 1].effect, r->neurons[i].effect);
+  }
+  EXPECT_EQ(r->evaluations, care.particles * (care.iterations + 1));
+  auto u = CounterfactualFlipRate(model, data->train.x.narrow(0, 0, r->rows),
+                                  data->protected_feature);
+  ASSERT_TRUE(u.ok());
+  EXPECT_DOUBLE_EQ(*u, r->unfair_after);
+  // Only the kept neurons' incoming rows and biases moved.
+  std::vector<at::Tensor> after = model->parameters();
+  int64_t moved = 0;
+  for (size_t i = 0; i < after.size(); ++i) {
+    const at::Tensor diff = after[i].ne(before[i]);
+    if (after[i].dim() == 2) {
+      moved += diff.any(1).sum().item<int64_t>();
+    }
+  }
+  EXPECT_GE(moved, 1);
+  EXPECT_LE(moved, 4);
+  // A model with no hidden ReLU is refused, naming why.
+  nn::Sequential linear(nn::Linear(data->features, 2));
+  EXPECT_TRUE(absl::StrContains(
+      RepairWithCare(linear, data->train, data->protected_feature, care)
+          .status()
+          .message(),
+      "no ReLU"));
 }
 
 }  // namespace
