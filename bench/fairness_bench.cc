@@ -35,6 +35,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_util.h"
+#include "bench/result_cache.h"
 #include "common/results.h"
 #include "fairness/adversarial_debiasing.h"
 #include "fairness/baselines.h"
@@ -59,6 +60,9 @@ ABSL_FLAG(std::string, cache_dir, "build/fairness_bench/cache",
           "one file per finished (case, seed, method)");
 ABSL_FLAG(std::string, report, "build/fairness_bench/RESULTS-fairness.md",
           "the Markdown report written from the cache");
+ABSL_FLAG(std::string, notes, "",
+          "a Markdown file inserted after the report's header (the reading "
+          "of the figures, written by hand)");
 ABSL_FLAG(int, threads, 2, "LibTorch intra-op threads");
 ABSL_FLAG(std::string, machine, "", "machine description for the report");
 
@@ -91,44 +95,18 @@ std::string Label(const std::string& m) {
   return it == l.end() ? m : it->second;
 }
 
-// One cached result.
-struct Row {
-  std::map<std::string, double> v;  // acc, bal, spd, di, eod, aod, aaod, s, ...
-};
+using bench::Cell;
+using bench::PValue;
+using bench::Row;
 
-std::string CachePath(const std::string& c, int seed, const std::string& m) {
-  std::string name = c;
-  for (char& ch : name) {
-    if (ch == ':') ch = '-';
-  }
-  return absl::StrCat(absl::GetFlag(FLAGS_cache_dir), "/", name, "/seed", seed,
-                      "/", m, ".txt");
+const bench::ResultCache& Cache() {
+  static const bench::ResultCache* cache =
+      new bench::ResultCache(absl::GetFlag(FLAGS_cache_dir));
+  return *cache;
 }
 
-std::optional<Row> Load(const std::string& path) {
-  std::ifstream f(path);
-  std::string line;
-  if (!f || !std::getline(f, line)) return std::nullopt;
-  Row r;
-  for (absl::string_view kv : absl::StrSplit(line, ' ', absl::SkipEmpty())) {
-    std::vector<std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
-    double d;
-    if (p.size() == 2 && absl::SimpleAtod(p[1], &d)) r.v[p[0]] = d;
-  }
-  if (!r.v.count("acc")) return std::nullopt;  // a torn write: redo
-  return r;
-}
-
-void Store(const std::string& path, const Row& r, const std::string& extra) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::string line;
-  for (const auto& [k, v] : r.v) absl::StrAppend(&line, k, "=", v, " ");
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    f << line << "\n" << extra << "\n";
-  }
-  fs::rename(tmp, path);
+std::optional<Row> Load(const std::string& c, int seed, const std::string& m) {
+  return Cache().Load(c, seed, m, "acc");
 }
 
 Row FromMetrics(const FairnessMetrics& m, double seconds) {
@@ -173,7 +151,7 @@ void RunSeed(const std::string& c, const TabularSchema& schema,
              const std::vector<std::string>& methods) {
   std::vector<std::string> todo;
   for (const std::string& m : methods) {
-    if (!Load(CachePath(c, seed, m))) todo.push_back(m);
+    if (!Load(c, seed, m)) todo.push_back(m);
   }
   if (todo.empty()) return;
   TabularOptions split;
@@ -276,44 +254,15 @@ void RunSeed(const std::string& c, const TabularSchema& schema,
       std::fprintf(stderr, "error: unknown method '%s'\n", m.c_str());
       std::exit(1);
     }
-    Store(CachePath(c, seed, m), row, extra);
+    Cache().Store(c, seed, m, row, extra);
   }
 }
 
 // ---- The report, from the cache.
 
-struct Series {
-  std::vector<double> values;  // per seed, in seed order (NaN if missing)
-};
-
 std::vector<double> Column(const std::string& c, const std::string& m,
                            const std::string& key, int seeds) {
-  std::vector<double> out;
-  for (int s = 1; s <= seeds; ++s) {
-    std::optional<Row> r = Load(CachePath(c, s, m));
-    out.push_back(r && r->v.count(key) ? r->v.at(key) : std::nan(""));
-  }
-  return out;
-}
-
-std::string Cell(const std::vector<double>& v, int digits) {
-  return FormatMeanStd(Summarize(v), digits);
-}
-
-// "p 0.002" of the paired test against `base`, with the direction of the
-// mean difference; "" when fewer than 2 pairs.
-std::string PValue(const std::vector<double>& x, const std::vector<double>& y) {
-  std::vector<double> a, b;
-  for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
-    if (std::isfinite(x[i]) && std::isfinite(y[i])) {
-      a.push_back(x[i]);
-      b.push_back(y[i]);
-    }
-  }
-  if (a.size() < 2) return "";
-  absl::StatusOr<WilcoxonResult> w = WilcoxonSignedRank(a, b);
-  if (!w.ok()) return "";
-  return absl::StrFormat("p %.3f", w->p_value);
+  return Cache().Column(c, m, key, seeds, "acc");
 }
 
 std::string Report(const std::vector<std::string>& cases,
@@ -337,6 +286,12 @@ std::string Report(const std::vector<std::string>& cases,
       "original model over the seeds (common/results.h); with 10 seeds "
       "p < 0.05 needs a consistent direction in most seeds.\n\n");
 
+  if (!absl::GetFlag(FLAGS_notes).empty()) {
+    std::ifstream f(absl::GetFlag(FLAGS_notes));
+    std::stringstream notes;
+    notes << f.rdbuf();
+    absl::StrAppend(&md, notes.str(), "\n");
+  }
   // Table 7: the original models.
   absl::StrAppend(&md, "## Table 7: the original models\n\n");
   MarkdownTable t7({"case", "seeds", "accuracy", "balanced accuracy", "SPD",
@@ -386,13 +341,7 @@ std::string Report(const std::vector<std::string>& cases,
       for (int k = 0; k < 3; ++k) {
         const std::vector<double> f = Column(c, "fmt", keys2[k], seeds);
         const std::vector<double> o = Column(c, m, keys2[k], seeds);
-        int wins = 0, n = 0;
-        for (size_t i = 0; i < f.size(); ++i) {
-          if (!std::isfinite(f[i]) || !std::isfinite(o[i])) continue;
-          ++n;
-          if (k < 2 ? f[i] < o[i] : f[i] > o[i]) ++wins;
-        }
-        cells.push_back(absl::StrCat(wins, "/", n));
+        cells.push_back(bench::Wins(f, o, /*lower_is_better=*/k < 2));
         cells.push_back(PValue(f, o));
       }
       vs.AddRow(cells);
@@ -473,7 +422,15 @@ int main(int argc, char** argv) {
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   torch::set_num_threads(absl::GetFlag(FLAGS_threads));
   std::string command = "fairness_bench";
-  for (int i = 1; i < argc; ++i) absl::StrAppend(&command, " ", argv[i]);
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const size_t eq = a.find('=');
+    absl::StrAppend(
+        &command, " ",
+        a.find(' ') == std::string::npos || eq == std::string::npos
+            ? a
+            : absl::StrCat(a.substr(0, eq + 1), "'", a.substr(eq + 1), "'"));
+  }
   const int seeds = absl::GetFlag(FLAGS_seeds);
   std::vector<std::string> methods;
   if (absl::GetFlag(FLAGS_methods).empty()) {

@@ -4,12 +4,15 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "common/module_state.h"
@@ -76,6 +79,28 @@ absl::Status CheckAttackOptions(const AttackOptions& options, bool pgd) {
   if (pgd && options.steps < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("steps must be >= 1, got ", options.steps));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckCwOptions(const CwOptions& o) {
+  if (!(o.kappa >= 0) || !(o.lr > 0) || o.binary_search_steps < 1 ||
+      !(o.initial_c > 0) || o.iterations < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "C&W needs kappa >= 0, lr > 0, binary_search_steps >= 1, "
+        "initial_c > 0 and iterations >= 1; got kappa ",
+        o.kappa, ", lr ", o.lr, ", binary_search_steps ", o.binary_search_steps,
+        ", initial_c ", o.initial_c, ", iterations ", o.iterations));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckJsmaOptions(const JsmaOptions& o) {
+  if (!(o.theta != 0 && std::isfinite(o.theta)) ||
+      !(o.gamma > 0 && o.gamma <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("JSMA needs theta != 0 and gamma in (0, 1]; got theta ",
+                     o.theta, ", gamma ", o.gamma));
   }
   return absl::OkStatus();
 }
@@ -241,6 +266,290 @@ absl::StatusOr<at::Tensor> Pgd(const torch::nn::Sequential& model,
         }
         return adv;
       });
+}
+
+std::string AttackOptions::Describe(const std::string& name) const {
+  return absl::StrFormat(
+      "{\"attack\": \"%s\", \"epsilon\": %g, \"alpha\": %g, \"steps\": %d, "
+      "\"random_start\": %s, \"seed\": %d, \"batch_size\": %d}",
+      name, epsilon, alpha, name == "fgsm" ? 1 : steps,
+      name == "pgd" && random_start ? "true" : "false", seed, batch_size);
+}
+
+std::string CwOptions::Describe() const {
+  return absl::StrFormat(
+      "{\"attack\": \"cw\", \"norm\": \"L2\", \"kappa\": %g, \"lr\": %g, "
+      "\"binary_search_steps\": %d, \"initial_c\": %g, \"iterations\": %d, "
+      "\"abort_early\": %s, \"batch_size\": %d}",
+      kappa, lr, binary_search_steps, initial_c, iterations,
+      abort_early ? "true" : "false", batch_size);
+}
+
+std::string JsmaOptions::Describe() const {
+  return absl::StrFormat(
+      "{\"attack\": \"jsma\", \"theta\": %g, \"gamma\": %g, \"saliency\": "
+      "\"pairwise, logits\", \"batch_size\": %d}",
+      theta, gamma, batch_size);
+}
+
+std::string AttackReport::ToJson() const {
+  return absl::StrFormat(
+      "{\"inputs\": %d, \"correct\": %d, \"successes\": %d, "
+      "\"success_rate\": %.6f, \"robust_accuracy\": %.6f, \"mean_l2\": %.6f, "
+      "\"mean_linf\": %.6f}",
+      inputs, correct, successes, success_rate, robust_accuracy, mean_l2,
+      mean_linf);
+}
+
+AttackOptions BimDefaults() {
+  AttackOptions o;
+  o.epsilon = 0.1;
+  o.alpha = 0.01;
+  o.steps = 20;
+  o.random_start = false;
+  return o;
+}
+
+absl::StatusOr<at::Tensor> Bim(const torch::nn::Sequential& model,
+                               const at::Tensor& inputs,
+                               const at::Tensor& labels,
+                               const AttackOptions& options) {
+  AttackOptions o = options;
+  o.random_start = false;
+  return Pgd(model, inputs, labels, o);
+}
+
+absl::StatusOr<at::Tensor> CarliniWagnerL2(const torch::nn::Sequential& model,
+                                           const at::Tensor& inputs,
+                                           const at::Tensor& labels,
+                                           const CwOptions& options) {
+  PT_RETURN_IF_ERROR(CheckCwOptions(options));
+  PT_RETURN_IF_ERROR(CheckArguments(model, inputs, labels, options.batch_size));
+  PT_ASSIGN_OR_RETURN(Setup setup, MakeSetup(model, inputs, labels));
+  EvalModeGuard eval(*setup.model);
+  torch::AutoGradMode grad_mode(true);
+  const CwOptions o = options;
+  return MapBatches(
+      setup, inputs, labels, o.batch_size, "C&W",
+      [&](const at::Tensor& x, const at::Tensor& y, int64_t,
+          int64_t) -> absl::StatusOr<at::Tensor> {
+        const int64_t b = x.size(0);
+        const auto fopt = x.options();
+        // tanh space; 1 − 1e-6 keeps atanh finite at 0 and 1.
+        const at::Tensor w0 =
+            torch::atanh((x * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6)).detach();
+        at::Tensor lower = torch::zeros({b}, fopt);
+        at::Tensor upper = torch::full({b}, 1e10, fopt);
+        at::Tensor c = torch::full({b}, o.initial_c, fopt);
+        at::Tensor best_l2 =
+            torch::full({b}, std::numeric_limits<double>::infinity(), fopt);
+        at::Tensor best = x.clone();
+        const at::Tensor y1 = y.unsqueeze(1);
+        const int check_every = std::max(1, o.iterations / 10);
+        for (int search = 0; search < o.binary_search_steps; ++search) {
+          at::Tensor w = w0.clone().requires_grad_(true);
+          torch::optim::Adam adam(std::vector<at::Tensor>{w},
+                                  torch::optim::AdamOptions(o.lr));
+          at::Tensor succeeded =
+              torch::zeros({b}, y.options().dtype(at::kBool));
+          double previous = std::numeric_limits<double>::infinity();
+          for (int it = 0; it < o.iterations; ++it) {
+            const at::Tensor adv = (torch::tanh(w) + 1) / 2;
+            PT_ASSIGN_OR_RETURN(at::Tensor logits, Logits(setup, adv));
+            const at::Tensor real = logits.gather(1, y1).squeeze(1);
+            const at::Tensor other =
+                logits.scatter(1, y1, -std::numeric_limits<float>::infinity())
+                    .amax(1);
+            const at::Tensor margin = real - other;
+            const at::Tensor l2 = (adv - x).pow(2).flatten(1).sum(1);
+            const at::Tensor loss =
+                (l2 + c * torch::clamp_min(margin, -o.kappa)).sum();
+            {
+              torch::NoGradGuard no_grad;
+              // Fooled (with the margin κ), at this iterate.
+              // Fooled with the margin κ (κ = 0: another logit is higher).
+              const at::Tensor fooled = margin.detach() < -o.kappa;
+              const at::Tensor better = fooled & (l2.detach() < best_l2);
+              best_l2 = torch::where(better, l2.detach(), best_l2);
+              const std::vector<int64_t> view = [&] {
+                std::vector<int64_t> v(x.dim(), 1);
+                v[0] = b;
+                return v;
+              }();
+              best = torch::where(better.view(view), adv.detach(), best);
+              succeeded = succeeded | fooled;
+            }
+            if (o.abort_early && it % check_every == 0) {
+              const double now = loss.item<double>();
+              if (now > previous * 0.9999) break;
+              previous = now;
+            }
+            std::vector<at::Tensor> g =
+                torch::autograd::grad({loss}, {w}, {}, false, false, true);
+            w.mutable_grad() = g[0].defined() ? g[0] : torch::zeros_like(w);
+            adam.step();
+          }
+          // The binary search over c, per input.
+          upper = torch::where(succeeded, torch::min(upper, c), upper);
+          lower = torch::where(succeeded, lower, torch::max(lower, c));
+          c = torch::where(succeeded | (upper < 1e9), (lower + upper) / 2,
+                           c * 10);
+        }
+        return best;
+      });
+}
+
+absl::StatusOr<at::Tensor> Jsma(const torch::nn::Sequential& model,
+                                const at::Tensor& inputs,
+                                const at::Tensor& targets,
+                                const JsmaOptions& options) {
+  PT_RETURN_IF_ERROR(CheckJsmaOptions(options));
+  PT_RETURN_IF_ERROR(
+      CheckArguments(model, inputs, targets, options.batch_size));
+  PT_ASSIGN_OR_RETURN(Setup setup, MakeSetup(model, inputs, targets));
+  EvalModeGuard eval(*setup.model);
+  torch::AutoGradMode grad_mode(true);
+  const JsmaOptions o = options;
+  return MapBatches(
+      setup, inputs, targets, o.batch_size, "JSMA",
+      [&](const at::Tensor& x, const at::Tensor& t, int64_t,
+          int64_t) -> absl::StatusOr<at::Tensor> {
+        const int64_t b = x.size(0);
+        const int64_t n = x[0].numel();
+        const int64_t budget = static_cast<int64_t>(
+            std::ceil(o.gamma * static_cast<double>(n) - 1e-9));
+        const int64_t max_iters = budget / 2;  // two features per iteration
+        at::Tensor adv = x.reshape({b, n}).clone();
+        // Features that can still move in θ's direction.
+        at::Tensor domain = o.theta > 0 ? adv < 1 : adv > 0;
+        at::Tensor active = torch::ones({b}, t.options().dtype(at::kBool));
+        const at::Tensor eye = torch::eye(n, x.options().dtype(at::kBool));
+        const at::Tensor t1 = t.unsqueeze(1);
+        const float neg_inf = -std::numeric_limits<float>::infinity();
+        for (int64_t it = 0; it < max_iters; ++it) {
+          at::Tensor leaf = adv.detach().requires_grad_(true);
+          PT_ASSIGN_OR_RETURN(at::Tensor logits,
+                              Logits(setup, leaf.view(x.sizes())));
+          {
+            torch::NoGradGuard no_grad;
+            active = active & logits.argmax(1).ne(t) & (domain.sum(1) >= 2);
+          }
+          if (!active.any().item<bool>()) break;
+          const at::Tensor zt = logits.gather(1, t1).sum();
+          const at::Tensor zall = logits.sum();
+          std::vector<at::Tensor> gt =
+              torch::autograd::grad({zt}, {leaf}, {}, true, false, true);
+          std::vector<at::Tensor> ga =
+              torch::autograd::grad({zall}, {leaf}, {}, false, false, true);
+          torch::NoGradGuard no_grad;
+          const at::Tensor dt =
+              gt[0].defined() ? gt[0] : torch::zeros_like(adv);
+          const at::Tensor doth =
+              (ga[0].defined() ? ga[0] : torch::zeros_like(adv)) - dt;
+          // Pair sums [B, n, n].
+          const at::Tensor alpha = dt.unsqueeze(2) + dt.unsqueeze(1);
+          const at::Tensor beta = doth.unsqueeze(2) + doth.unsqueeze(1);
+          at::Tensor ok = domain.unsqueeze(2) & domain.unsqueeze(1) &
+                          eye.logical_not().unsqueeze(0);
+          ok = o.theta > 0 ? ok & (alpha > 0) & (beta < 0)
+                           : ok & (alpha < 0) & (beta > 0);
+          const at::Tensor score = torch::where(
+              ok, -alpha * beta, torch::full({}, neg_inf, alpha.options()));
+          const auto [best, idx] = score.view({b, n * n}).max(1);
+          const at::Tensor go = active & best.gt(neg_inf);
+          if (!go.any().item<bool>()) break;
+          const at::Tensor p = idx.div(n, "floor"), q = idx.remainder(n);
+          const at::Tensor rows = torch::arange(b, idx.options());
+          const at::Tensor step =
+              go.to(adv.scalar_type()) * static_cast<float>(o.theta);
+          at::Tensor vp = adv.index({rows, p}) + step;
+          at::Tensor vq = adv.index({rows, q}) + step;
+          adv.index_put_({rows, p}, vp.clamp(0, 1));
+          adv.index_put_({rows, q}, vq.clamp(0, 1));
+          // Out of the domain once used (the step is never repeated).
+          const at::Tensor keep = go.logical_not();
+          domain.index_put_({rows, p}, domain.index({rows, p}) & keep);
+          domain.index_put_({rows, q}, domain.index({rows, q}) & keep);
+          active = active & go;
+        }
+        return adv.view(x.sizes());
+      });
+}
+
+absl::StatusOr<at::Tensor> RandomTargets(const at::Tensor& labels,
+                                         int64_t classes, uint64_t seed) {
+  if (classes < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("random targets need at least 2 classes, got ", classes));
+  }
+  at::Tensor out;
+  PT_RETURN_IF_ERROR(CallTorch("random targets", [&] {
+    at::Generator gen = at::detail::createCPUGenerator(seed);
+    const at::Tensor y = labels.to(at::kCPU, at::kLong);
+    const at::Tensor k = torch::randint(1, classes, y.sizes(), gen,
+                                        torch::TensorOptions(at::kLong));
+    out = (y + k).remainder(classes).to(labels.device());
+  }));
+  return out;
+}
+
+absl::StatusOr<AttackReport> EvaluateAttack(const torch::nn::Sequential& model,
+                                            const at::Tensor& inputs,
+                                            const at::Tensor& adversarial,
+                                            const at::Tensor& labels,
+                                            const at::Tensor& targets,
+                                            int64_t batch_size) {
+  PT_RETURN_IF_ERROR(CheckArguments(model, inputs, labels, batch_size));
+  if (!adversarial.defined() || adversarial.sizes() != inputs.sizes()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "adversarial inputs must have the inputs' shape ", ShapeString(inputs),
+        ", got ",
+        adversarial.defined() ? ShapeString(adversarial) : "undefined"));
+  }
+  if (targets.defined() && targets.sizes() != labels.sizes()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("targets must have the labels' shape ",
+                     ShapeString(labels), ", got ", ShapeString(targets)));
+  }
+  PT_ASSIGN_OR_RETURN(Setup setup, MakeSetup(model, inputs, labels));
+  EvalModeGuard eval(*setup.model);
+  torch::NoGradGuard no_grad;
+  auto predict = [&](const at::Tensor& x) {
+    return MapBatches(setup, x, labels, batch_size, "evaluating an attack",
+                      [&](const at::Tensor& xb, const at::Tensor&, int64_t,
+                          int64_t) -> absl::StatusOr<at::Tensor> {
+                        PT_ASSIGN_OR_RETURN(at::Tensor logits,
+                                            Logits(setup, xb));
+                        return logits.argmax(1);
+                      });
+  };
+  PT_ASSIGN_OR_RETURN(at::Tensor before, predict(inputs));
+  PT_ASSIGN_OR_RETURN(at::Tensor after, predict(adversarial));
+  AttackReport r;
+  PT_RETURN_IF_ERROR(CallTorch("evaluating an attack", [&] {
+    const at::Tensor y = labels.to(before.device(), at::kLong);
+    const at::Tensor correct = before.eq(y);
+    const at::Tensor success =
+        correct &
+        (targets.defined() ? after.eq(targets.to(after.device(), at::kLong))
+                           : after.ne(y));
+    const at::Tensor delta =
+        (adversarial.to(at::kDouble) - inputs.to(at::kDouble))
+            .flatten(1)
+            .to(success.device());
+    r.inputs = inputs.size(0);
+    r.correct = correct.sum().item<int64_t>();
+    r.successes = success.sum().item<int64_t>();
+    r.success_rate =
+        r.correct ? static_cast<double>(r.successes) / r.correct : 0;
+    r.robust_accuracy = after.eq(y).to(at::kDouble).mean().item<double>();
+    if (r.successes > 0) {
+      const at::Tensor d = delta.index({success});
+      r.mean_l2 = d.norm(2, 1).mean().item<double>();
+      r.mean_linf = d.abs().amax(1).mean().item<double>();
+    }
+  }));
+  return r;
 }
 
 absl::StatusOr<double> Accuracy(const torch::nn::Sequential& model,

@@ -110,6 +110,40 @@ TEST(Attacks, HandCheckedLinearModel) {
   ASSERT_TRUE(pgd.ok()) << pgd.status();
   EXPECT_TRUE(torch::equal(*pgd, expected)) << *pgd;
 
+  // BIM: two steps of 0.1 along the same signs, inside the ball of 0.25;
+  // the third input is clipped at the corner.
+  AttackOptions bim = BimDefaults();
+  bim.epsilon = 0.25;
+  bim.alpha = 0.1;
+  bim.steps = 2;
+  bim.random_start = true;  // ignored by BIM
+  auto bim_out = Bim(model, x, y, bim);
+  ASSERT_TRUE(bim_out.ok()) << bim_out.status();
+  EXPECT_TRUE(torch::allclose(
+      *bim_out, torch::tensor({{0.7f, 0.3f}, {0.3f, 0.7f}, {1.f, 0.f}}), 0,
+      1e-6))
+      << *bim_out;
+
+  // One PGD step from the random start, by hand: the start is
+  // x + (2u − 1)·ε with u = U(0, 1) drawn for all inputs at once from a
+  // generator seeded with the seed, clipped; then one signed step,
+  // projected onto the ball and [0, 1].
+  AttackOptions one = options;
+  one.random_start = true;
+  one.steps = 1;
+  one.seed = 11;
+  auto gen = at::detail::createCPUGenerator(11);
+  const at::Tensor u = torch::rand(x.sizes(), gen);
+  const at::Tensor start = (x + (2 * u - 1) * 0.25).clamp(0, 1);
+  const at::Tensor sign =
+      torch::tensor({{1.f, -1.f}, {-1.f, 1.f}, {1.f, -1.f}});
+  const at::Tensor by_hand =
+      torch::min(torch::max(start + 0.125 * sign, x - 0.25), x + 0.25)
+          .clamp(0, 1);
+  auto pgd1 = Pgd(model, x, y, one);
+  ASSERT_TRUE(pgd1.ok()) << pgd1.status();
+  EXPECT_TRUE(torch::allclose(*pgd1, by_hand, 0, 1e-6)) << *pgd1 << by_hand;
+
   // Logits (1.5, 1), (1.5, 1), (1.125, 2.5): only the first is right.
   auto accuracy = Accuracy(model, x, y);
   ASSERT_TRUE(accuracy.ok()) << accuracy.status();
@@ -353,6 +387,149 @@ TEST(Attacks, BadArgumentsAreNamed) {
   // Torch errors come back as statuses: the model expects 16 features.
   auto wrong_shape = Fgsm(model, torch::rand({4, 3}), y.slice(0, 0, 4));
   EXPECT_FALSE(wrong_shape.ok());
+}
+
+// A linear 2-D classifier, z₁ − z₀ = x₁ + x₂ − 1, on 200 seeded points of
+// [0, 1]², labelled by the model itself. The nearest point of the other
+// class is at the exact distance |x₁ + x₂ − 1| / √2 (its projection on the
+// boundary stays inside the square).
+TEST(Attacks, LinearBoundaryFlipsAndCwFindsTheNearestPoint) {
+  torch::nn::Sequential model(torch::nn::Linear(2, 2));
+  {
+    torch::NoGradGuard no_grad;
+    auto* linear = model[0]->as<torch::nn::Linear>();
+    linear->weight.copy_(torch::tensor({{0.f, 0.f}, {1.f, 1.f}}));
+    linear->bias.copy_(torch::tensor({0.f, -1.f}));
+  }
+  const at::Tensor x = torch::rand({200, 2}, at::detail::createCPUGenerator(3));
+  const at::Tensor s = x.sum(1) - 1;
+  const at::Tensor y = (s > 0).to(torch::kLong);
+  AttackOptions eps;
+  eps.epsilon = 0.5;
+  eps.alpha = 0.05;
+  eps.steps = 20;
+  for (int attack = 0; attack < 2; ++attack) {
+    auto adv = attack == 0 ? Fgsm(model, x, y, eps) : Pgd(model, x, y, eps);
+    ASSERT_TRUE(adv.ok()) << adv.status();
+    auto r = EvaluateAttack(model, x, *adv, y);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->correct, 200);
+    EXPECT_GE(r->success_rate, 0.5)
+        << (attack == 0 ? "FGSM " : "PGD ") << r->ToJson();
+    EXPECT_LE(r->mean_linf, 0.5 + 1e-6);
+  }
+  const CwOptions cw;
+  auto adv = CarliniWagnerL2(model, x, y, cw);
+  ASSERT_TRUE(adv.ok()) << adv.status();
+  auto r = EvaluateAttack(model, x, *adv, y);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GE(r->success_rate, 0.9) << r->ToJson();
+  // Exact distances of the fooled points.
+  const at::Tensor fooled = model->forward(*adv).argmax(1).ne(y);
+  const double exact =
+      (s.abs() / std::sqrt(2.0)).index({fooled}).mean().item<double>();
+  EXPECT_NEAR(r->mean_l2, exact, 0.1 * exact)
+      << "C&W mean L2 " << r->mean_l2 << ", exact " << exact;
+  EXPECT_GE(r->mean_l2, exact * (1 - 1e-3));  // never inside the boundary
+  EXPECT_TRUE(absl::StrContains(cw.Describe(), "\"binary_search_steps\": 5"));
+}
+
+// JSMA on a linear model over 10 features: the target's logit is the sum
+// of features 0..4 minus 2.5, class 0's is 0.5 minus half that sum, class
+// 1's is 0. From x = 0 two raised features leave class 1 (logit 0) above
+// the target (−0.5), so the target is unreachable within γ = 0.2 (at most
+// 2 features); four features reach it (1.5 > 0 and > −1.5), within γ = 0.5.
+TEST(Attacks, JsmaReachesTheTargetWithinItsFeatureBudget) {
+  torch::nn::Sequential model(torch::nn::Linear(10, 3));
+  {
+    torch::NoGradGuard no_grad;
+    auto* linear = model[0]->as<torch::nn::Linear>();
+    linear->weight.zero_();
+    linear->weight[0].narrow(0, 0, 5).fill_(-0.5f);
+    linear->weight[2].narrow(0, 0, 5).fill_(1.f);
+    linear->bias.copy_(torch::tensor({0.5f, 0.f, -2.5f}));
+  }
+  const at::Tensor x = torch::zeros({3, 10});
+  const at::Tensor targets = torch::full({3}, 2, torch::kLong);
+  const at::Tensor labels = torch::zeros({3}, torch::kLong);
+  JsmaOptions jsma;
+  jsma.gamma = 0.2;
+  auto low = Jsma(model, x, targets, jsma);
+  ASSERT_TRUE(low.ok()) << low.status();
+  EXPECT_LE(low->ne(x).sum(1).max().item<int64_t>(), 2);
+  EXPECT_TRUE(model->forward(*low).argmax(1).ne(2).all().item<bool>());
+  jsma.gamma = 0.5;
+  auto high = Jsma(model, x, targets, jsma);
+  ASSERT_TRUE(high.ok()) << high.status();
+  const at::Tensor changed = high->ne(x).sum(1);
+  EXPECT_LE(changed.max().item<int64_t>(), 5);  // ⌈γ·n⌉
+  EXPECT_TRUE(model->forward(*high).argmax(1).eq(2).all().item<bool>());
+  // Only the features that raise the target moved, each to 1.
+  EXPECT_TRUE(high->narrow(1, 5, 5).eq(0).all().item<bool>());
+  EXPECT_TRUE(high->index({high->ne(0)}).eq(1).all().item<bool>());
+  auto r = EvaluateAttack(model, x, *high, labels, targets);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->correct, 3);
+  EXPECT_EQ(r->successes, 3);
+  EXPECT_NEAR(r->mean_l2, 2.0, 1e-6);  // four features moved by 1
+  EXPECT_NEAR(r->mean_linf, 1.0, 1e-6);
+  // Stopping: once at the target nothing more changes: with a budget of
+  // all 10 features, still the 4 that reach it.
+  jsma.gamma = 1.0;
+  auto all = Jsma(model, x, targets, jsma);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->ne(x).sum(1).max().item<int64_t>(), 4);
+  // Targets of another length, and bad options, are named.
+  EXPECT_FALSE(Jsma(model, x, targets.narrow(0, 0, 2), jsma).ok());
+  jsma.gamma = 0;
+  EXPECT_TRUE(absl::StrContains(
+      Jsma(model, x, targets, jsma).status().message(), "gamma"));
+}
+
+TEST(Attacks, NewAttacksAreDeterministicInRangeAndLeaveInputsAlone) {
+  torch::nn::Sequential model = TrainedMlp();
+  const Split& test = TestSplit();
+  const at::Tensor x = test.images.narrow(0, 0, 64);
+  const at::Tensor y = test.labels.narrow(0, 0, 64);
+  const at::Tensor before = x.clone();
+  auto targets = RandomTargets(y, 2, 5);
+  ASSERT_TRUE(targets.ok());
+  EXPECT_TRUE(targets->ne(y).all().item<bool>());
+  CwOptions cw;
+  cw.iterations = 20;
+  cw.binary_search_steps = 3;
+  JsmaOptions jsma;
+  jsma.gamma = 0.25;
+  const AttackOptions bim = BimDefaults();
+  for (int attack = 0; attack < 3; ++attack) {
+    auto run = [&]() -> absl::StatusOr<at::Tensor> {
+      if (attack == 0) return Bim(model, x, y, bim);
+      if (attack == 1) return CarliniWagnerL2(model, x, y, cw);
+      return Jsma(model, x, *targets, jsma);
+    };
+    auto a = run();
+    auto b = run();
+    ASSERT_TRUE(a.ok() && b.ok()) << attack;
+    EXPECT_TRUE(torch::equal(*a, *b)) << attack;
+    EXPECT_TRUE(torch::equal(x, before)) << attack;
+    EXPECT_GE(a->min().item<double>(), 0.0);
+    EXPECT_LE(a->max().item<double>(), 1.0);
+    if (attack == 0) {
+      EXPECT_LE((*a - x).abs().max().item<double>(), bim.epsilon + 1e-6);
+    }
+    auto r =
+        EvaluateAttack(model, x, *a, y, attack == 2 ? *targets : at::Tensor());
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_GT(r->successes, 0) << attack << " " << r->ToJson();
+  }
+  // The parameters' gradients were left undefined.
+  for (const at::Tensor& p : model->parameters()) {
+    EXPECT_FALSE(p.grad().defined());
+  }
+  EXPECT_FALSE(EvaluateAttack(model, x, x.narrow(0, 0, 3), y).ok());
+  cw.initial_c = 0;
+  EXPECT_TRUE(absl::StrContains(
+      CarliniWagnerL2(model, x, y, cw).status().message(), "initial_c"));
 }
 
 }  // namespace

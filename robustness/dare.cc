@@ -103,27 +103,12 @@ class DareTask : public PostTrainTask {
 
   absl::StatusOr<GuardSpec> MakeGuard(const TaskContext& ctx) override {
     (void)ctx;
-    const LabelledData& val = options_.validation;
-    // The seeded mining / guard split of the validation half.
-    PT_RETURN_IF_ERROR(CallTorch("splitting the validation data", [&] {
-      auto gen = at::detail::createCPUGenerator(settings_.seed);
-      const int64_t n = val.inputs.size(0);
-      // At least one guard input and at least one to mine.
-      const int64_t n_guard = std::clamp<int64_t>(
-          std::llround(n * options_.guard_fraction), 1, n - 1);
-      at::Tensor order = torch::randperm(n, gen);
-      at::Tensor g = order.narrow(0, 0, n_guard).to(val.inputs.device());
-      at::Tensor d =
-          order.narrow(0, n_guard, n - n_guard).to(val.inputs.device());
-      guard_ = {val.inputs.index_select(0, g),
-                val.labels.index_select(0, g.to(val.labels.device()))};
-      if (options_.max_mine_inputs > 0 &&
-          d.numel() > options_.max_mine_inputs) {
-        d = d.narrow(0, 0, options_.max_mine_inputs);
-      }
-      mine_ = {val.inputs.index_select(0, d),
-               val.labels.index_select(0, d.to(val.labels.device()))};
-    }));
+    PT_ASSIGN_OR_RETURN(
+        GuardSplit split,
+        SplitForGuard(options_.validation, options_.guard_fraction,
+                      settings_.seed, options_.max_mine_inputs));
+    guard_ = std::move(split.guard);
+    mine_ = std::move(split.rest);
     split_ = true;
     return AccuracyGuard(guard_);
   }
@@ -180,6 +165,34 @@ class DareTask : public PostTrainTask {
 };
 
 }  // namespace
+
+absl::StatusOr<GuardSplit> SplitForGuard(const LabelledData& val,
+                                         double guard_fraction, uint64_t seed,
+                                         int64_t max_rest) {
+  if (!val.inputs.defined() || val.inputs.dim() == 0 ||
+      val.inputs.size(0) < 2 || !(guard_fraction > 0 && guard_fraction < 1)) {
+    return absl::InvalidArgumentError(
+        "the guard split needs at least 2 inputs and a fraction in (0, 1)");
+  }
+  GuardSplit out;
+  PT_RETURN_IF_ERROR(CallTorch("splitting the validation data", [&] {
+    auto gen = at::detail::createCPUGenerator(seed);
+    const int64_t n = val.inputs.size(0);
+    // At least one guard input and at least one other.
+    const int64_t n_guard =
+        std::clamp<int64_t>(std::llround(n * guard_fraction), 1, n - 1);
+    at::Tensor order = torch::randperm(n, gen);
+    at::Tensor g = order.narrow(0, 0, n_guard).to(val.inputs.device());
+    at::Tensor d =
+        order.narrow(0, n_guard, n - n_guard).to(val.inputs.device());
+    out.guard = {val.inputs.index_select(0, g),
+                 val.labels.index_select(0, g.to(val.labels.device()))};
+    if (max_rest > 0 && d.numel() > max_rest) d = d.narrow(0, 0, max_rest);
+    out.rest = {val.inputs.index_select(0, d),
+                val.labels.index_select(0, d.to(val.labels.device()))};
+  }));
+  return out;
+}
 
 std::vector<std::string> DareVariantNames() {
   std::vector<std::string> names;

@@ -81,6 +81,17 @@ struct DareOptions {
   int64_t mine_batch_size = 256;
 };
 
+// The seeded split of the held-out half that Dare and the
+// adversarial-training baselines share: `guard_fraction` of it (at least
+// one input, and at least one left) is the guard split, the rest (at most
+// `max_rest` of it when > 0) is D. Same seed, same split.
+struct GuardSplit {
+  LabelledData guard, rest;
+};
+absl::StatusOr<GuardSplit> SplitForGuard(const LabelledData& validation,
+                                         double guard_fraction, uint64_t seed,
+                                         int64_t max_rest = 0);
+
 // The Dare task. Errors (InvalidArgument): an unknown variant, a preset
 // conflict, missing or mislabelled validation data, a guard_fraction
 // outside (0, 1).

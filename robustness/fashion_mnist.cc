@@ -6,6 +6,7 @@
 #include <ATen/ops/tensor.h>
 #include <zlib.h>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <string>
@@ -19,7 +20,8 @@
 namespace posttrain {
 namespace {
 
-constexpr uint32_t kImagesMagic = 0x00000803;
+constexpr uint32_t kImagesMagic = 0x00000803;       // uint8, 3 dimensions
+constexpr uint32_t kFloatImagesMagic = 0x00000D03;  // float32, 3 dimensions
 constexpr uint32_t kLabelsMagic = 0x00000801;
 constexpr uint32_t kMaxItems = 10'000'000;
 constexpr uint32_t kMaxSide = 4096;
@@ -75,10 +77,14 @@ absl::StatusOr<ImageDataset> ReadIdxDataset(const std::string& images_path,
   GzReader images(images_path);
   PT_RETURN_IF_ERROR(images.status());
   PT_ASSIGN_OR_RETURN(uint32_t magic, images.ReadU32());
-  if (magic != kImagesMagic) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'", images_path, "' is not an IDX image file (magic ", magic, ")"));
+  if (magic != kImagesMagic && magic != kFloatImagesMagic) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", images_path,
+                     "' is not an IDX image file of uint8 or float32 "
+                     "(magic ",
+                     magic, ")"));
   }
+  const bool float32 = magic == kFloatImagesMagic;
   PT_ASSIGN_OR_RETURN(uint32_t count, images.ReadU32());
   PT_ASSIGN_OR_RETURN(uint32_t rows, images.ReadU32());
   PT_ASSIGN_OR_RETURN(uint32_t cols, images.ReadU32());
@@ -102,7 +108,8 @@ absl::StatusOr<ImageDataset> ReadIdxDataset(const std::string& images_path,
                      images_path, "' has ", count, " images"));
   }
   const int64_t n = limit >= 0 ? std::min<int64_t>(limit, count) : count;
-  std::vector<uint8_t> pixels(static_cast<size_t>(n) * rows * cols);
+  const size_t values = static_cast<size_t>(n) * rows * cols;
+  std::vector<uint8_t> pixels(values * (float32 ? 4 : 1));
   std::vector<uint8_t> label_bytes(static_cast<size_t>(n));
   PT_RETURN_IF_ERROR(images.Read(pixels.data(), pixels.size()));
   PT_RETURN_IF_ERROR(labels.Read(label_bytes.data(), label_bytes.size()));
@@ -113,19 +120,87 @@ absl::StatusOr<ImageDataset> ReadIdxDataset(const std::string& images_path,
                        " of item ", i, " is not in 0..9"));
     }
   }
+  std::vector<float> floats;
+  if (float32) {  // big-endian IEEE 754, as IDX stores every type
+    floats.resize(values);
+    for (size_t i = 0; i < values; ++i) {
+      const uint8_t* b = &pixels[4 * i];
+      const uint32_t bits = (uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) |
+                            (uint32_t{b[2]} << 8) | uint32_t{b[3]};
+      std::memcpy(&floats[i], &bits, 4);
+      if (!std::isfinite(floats[i])) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("'", images_path, "': value ", i % (rows * cols),
+                         " of item ", i / (rows * cols), " is not finite"));
+      }
+    }
+  }
   ImageDataset d;
   PT_RETURN_IF_ERROR(CallTorch("converting IDX data", [&] {
-    d.images = at::from_blob(pixels.data(),
-                             {n, 1, static_cast<int64_t>(rows),
-                              static_cast<int64_t>(cols)},
-                             at::TensorOptions().dtype(at::kByte))
-                   .to(at::kFloat)
-                   .div_(255.0);
+    const std::vector<int64_t> shape = {n, 1, static_cast<int64_t>(rows),
+                                        static_cast<int64_t>(cols)};
+    d.images = float32 ? at::from_blob(floats.data(), shape,
+                                       at::TensorOptions().dtype(at::kFloat))
+                             .clone()
+                       : at::from_blob(pixels.data(), shape,
+                                       at::TensorOptions().dtype(at::kByte))
+                             .to(at::kFloat)
+                             .div_(255.0);
     d.labels = at::from_blob(label_bytes.data(), {n},
                              at::TensorOptions().dtype(at::kByte))
                    .to(at::kLong);
   }));
   return d;
+}
+
+absl::Status WriteIdxDataset(const ImageDataset& d,
+                             const std::string& images_path,
+                             const std::string& labels_path) {
+  if (!d.images.defined() || !d.labels.defined() ||
+      (d.images.dim() != 4 && d.images.dim() != 3) ||
+      (d.images.dim() == 4 && d.images.size(1) != 1) ||
+      d.images.size(0) != d.labels.size(0) || d.labels.dim() != 1) {
+    return absl::InvalidArgumentError(
+        "WriteIdxDataset: needs images [N, 1, H, W] or [N, H, W] and N labels");
+  }
+  std::vector<float> values;
+  std::vector<int64_t> labels;
+  PT_RETURN_IF_ERROR(CallTorch("writing IDX data", [&] {
+    const at::Tensor x = d.images.to(at::kCPU, at::kFloat).contiguous();
+    values.assign(x.data_ptr<float>(), x.data_ptr<float>() + x.numel());
+    const at::Tensor y = d.labels.to(at::kCPU, at::kLong).contiguous();
+    labels.assign(y.data_ptr<int64_t>(), y.data_ptr<int64_t>() + y.numel());
+  }));
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (labels[i] < 0 || labels[i] > 255) {
+      return absl::InvalidArgumentError(absl::StrCat("WriteIdxDataset: label ",
+                                                     labels[i], " of item ", i,
+                                                     " does not fit a byte"));
+    }
+  }
+  const int64_t h = d.images.size(d.images.dim() - 2);
+  const int64_t w = d.images.size(d.images.dim() - 1);
+  auto be32 = [](std::string* out, uint32_t v) {
+    for (int s = 24; s >= 0; s -= 8) out->push_back(static_cast<char>(v >> s));
+  };
+  std::string img, lab;
+  be32(&img, kFloatImagesMagic);
+  be32(&img, static_cast<uint32_t>(d.images.size(0)));
+  be32(&img, static_cast<uint32_t>(h));
+  be32(&img, static_cast<uint32_t>(w));
+  for (float f : values) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    be32(&img, bits);
+  }
+  be32(&lab, kLabelsMagic);
+  be32(&lab, static_cast<uint32_t>(labels.size()));
+  for (int64_t l : labels) lab.push_back(static_cast<char>(l));
+  Env* env = Env::Default();
+  PT_RETURN_IF_ERROR(WriteFileAtomically(env, images_path, {img},
+                                         /*sync_file=*/true,
+                                         /*sync_dir=*/true));
+  return WriteFileAtomically(env, labels_path, {lab}, true, true);
 }
 
 ImageDataset Head(const ImageDataset& d, int64_t n) {

@@ -31,12 +31,23 @@ struct ImageDataset {
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
 };
 
-// Reads an IDX image file (magic 0x803) and label file (magic 0x801), gzip
-// or plain; at most `limit` items when limit >= 0. Errors name the file and
-// what is wrong (magic, dimensions, truncation, count mismatch, label range).
+// Reads an IDX image file, uint8 (magic 0x803, scaled to [0, 1]) or
+// float32 (magic 0xD03, values as stored, which must be finite), and a label
+// file (magic 0x801), gzip or plain; at most `limit` items when limit >= 0.
+// Errors name the file and what is wrong (magic, dimensions, truncation,
+// count mismatch, label range, a non-finite value and its item).
 absl::StatusOr<ImageDataset> ReadIdxDataset(const std::string& images_path,
                                             const std::string& labels_path,
                                             int64_t limit = -1);
+
+// Writes `d` as uncompressed IDX: the images [N, 1, H, W] or [N, H, W] as
+// float32 (magic 0xD03, big-endian: a uint8 file would change the values),
+// the labels as uint8 (0x801); each file through a temporary and a rename,
+// so a reader sees the old file or the new one. ReadIdxDataset reads them
+// back bit for bit (stored adversarial sets).
+absl::Status WriteIdxDataset(const ImageDataset& d,
+                             const std::string& images_path,
+                             const std::string& labels_path);
 
 struct FashionMnistOptions {
   std::string dir = kFashionMnistDir;

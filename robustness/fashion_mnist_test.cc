@@ -1,5 +1,6 @@
 #include "robustness/fashion_mnist.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <zlib.h>
@@ -83,6 +84,52 @@ TEST(FashionMnist, BadFilesGiveErrorsNamingTheFile) {
       << d.status();
   EXPECT_EQ(ReadIdxDataset(dir + "/none.gz", lab).status().code(),
             absl::StatusCode::kNotFound);
+}
+
+// Stored adversarial sets: float32 IDX (type 0x0D) read back bit for bit,
+// while a uint8 file would have changed the values; a truncated file and
+// a non-finite value are named.
+TEST(FashionMnist, FloatIdxRoundTripsExactly) {
+  const std::string dir = testing::MakeTempDir("floatidx");
+  ImageDataset d;
+  d.images = torch::rand({5, 1, 3, 4}, at::detail::createCPUGenerator(2));
+  d.images[0][0][0][0] = 1.0f / 3.0f;  // not a multiple of 1/255
+  d.labels = torch::tensor({0, 9, 3, 3, 7}, torch::kLong);
+  const std::string img = dir + "/adv-images.idx",
+                    lab = dir + "/adv-labels.idx";
+  ASSERT_TRUE(WriteIdxDataset(d, img, lab).ok());
+  auto back = ReadIdxDataset(img, lab);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(torch::equal(back->images, d.images));
+  EXPECT_TRUE(torch::equal(back->labels, d.labels));
+  auto head = ReadIdxDataset(img, lab, 2);
+  ASSERT_TRUE(head.ok());
+  EXPECT_TRUE(torch::equal(head->images, d.images.narrow(0, 0, 2)));
+  // Truncated: the header promises 5 items.
+  std::string bytes;
+  {
+    gzFile f = gzopen(img.c_str(), "rb");
+    char buf[4096];
+    int got;
+    while ((got = gzread(f, buf, sizeof buf)) > 0) bytes.append(buf, got);
+    gzclose(f);
+  }
+  const std::string cut = dir + "/cut.idx";
+  WriteGz(cut, bytes.substr(0, bytes.size() - 7));
+  auto truncated = ReadIdxDataset(cut, lab);
+  EXPECT_TRUE(absl::StrContains(truncated.status().message(), "cut.idx"))
+      << truncated.status();
+  // A NaN value.
+  std::string nan_bytes = bytes;
+  for (int i = 0; i < 4; ++i) nan_bytes[16 + i] = i == 0 ? '\x7f' : '\xff';
+  const std::string bad = dir + "/nan.idx";
+  WriteGz(bad, nan_bytes);
+  auto nan = ReadIdxDataset(bad, lab);
+  EXPECT_TRUE(absl::StrContains(nan.status().message(), "not finite"))
+      << nan.status();
+  // Labels that do not fit a byte are refused.
+  d.labels[0] = 300;
+  EXPECT_FALSE(WriteIdxDataset(d, img, lab).ok());
 }
 
 }  // namespace
