@@ -15,6 +15,7 @@
 // split 70/30 with 20% of the training part for validation, seeded.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -181,6 +182,7 @@ void RunSeed(const std::string& c, const TabularSchema& schema,
           FromMetrics(Value(EvaluateTabular(original, data->test)), original_s);
     } else if (m.rfind("fmt", 0) == 0) {
       need_original();
+      const auto t1 = Clock::now();  // the phase only
       FmtOptions fmt;
       fmt.variant = m;
       fmt.data = data;
@@ -190,7 +192,7 @@ void RunSeed(const std::string& c, const TabularSchema& schema,
       ctx.model = Clone(original);
       PipelineResult r = Value(RunPipeline(*task, ctx));
       row = FromMetrics(Value(EvaluateTabular(ctx.model, data->test)),
-                        bench::Seconds(t0));
+                        bench::Seconds(t1));
       row.v["accepted"] = r.tune.accepted ? 1 : 0;
       row.v["augment_s"] = r.augment_seconds;
       row.v["slice_s"] = r.slice_seconds;
@@ -393,6 +395,20 @@ std::string Report(const std::vector<std::string>& cases,
     t9.AddRow(cells);
   }
   absl::StrAppend(&md, t9.ToString(), "\n");
+  // What ADV and CARE ran with (every choice; CARE's also its neurons).
+  absl::StrAppend(&md, "## Recorded settings (seed 1)\n\n");
+  for (const std::string& c : cases) {
+    for (const char* m : {"ADV", "CARE"}) {
+      if (std::find(methods.begin(), methods.end(), m) == methods.end()) {
+        continue;
+      }
+      const std::string extra = Cache().Extra(c, 1, m);
+      if (!extra.empty()) {
+        absl::StrAppend(&md, "- ", c, " ", m, ": `", extra, "`\n");
+      }
+    }
+  }
+  absl::StrAppend(&md, "\n");
   // FMT's guard.
   absl::StrAppend(&md, "FMT's guard kept the tuned model in:\n\n");
   for (const std::string& c : cases) {

@@ -59,6 +59,16 @@ class ResultCache {
     return r;
   }
 
+  // The free text after the first line ("" when absent).
+  std::string Extra(const std::string& group, int seed,
+                    const std::string& method) const {
+    std::ifstream f(Path(group, seed, method));
+    std::string line, out;
+    std::getline(f, line);
+    while (std::getline(f, line)) absl::StrAppend(&out, line);
+    return out;
+  }
+
   void Store(const std::string& group, int seed, const std::string& method,
              const Row& r, const std::string& extra) const {
     const std::string path = Path(group, seed, method);

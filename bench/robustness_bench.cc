@@ -344,8 +344,10 @@ void RunMethod(const std::string& m, int seed, Setup& s) {
     at.method = m;
     at.train = {s.data.train.images, s.data.train.labels};
     at.validation = {s.data.validation.images, s.data.validation.labels};
-    at.samples = static_cast<int64_t>(dare->v.at("T"));
-    at.validation_samples = static_cast<int64_t>(dare->v.at("guard_T"));
+    // 0 when Dare found none: the baseline then keeps the original too.
+    at.samples = static_cast<int64_t>(dare->v.count("T") ? dare->v.at("T") : 0);
+    at.validation_samples = static_cast<int64_t>(
+        dare->v.count("guard_T") ? dare->v.at("guard_T") : 0);
     at.pipeline = Pipeline(seed);
     task = Value(MakeAdversarialTrainingTask(at));
   }

@@ -44,6 +44,13 @@ absl::StatusOr<AdversarialDebiasingResult> TrainAdversarialDebiasing(
     const int64_t inputs = options.equalized_odds ? 3 : 1;
     at::Tensor c = torch::ones({1}).requires_grad_(true);
     torch::nn::Linear head(torch::nn::LinearOptions(inputs, 1));
+    {  // Its initial weights from the seed, not from torch's global stream.
+      torch::NoGradGuard no_grad;
+      auto init = at::detail::createCPUGenerator(options.train.seed + 7919);
+      const double bound = 1.0 / std::sqrt(static_cast<double>(inputs));
+      head->weight.uniform_(-bound, bound, init);
+      head->bias.uniform_(-bound, bound, init);
+    }
     std::vector<at::Tensor> adv_params = head->parameters();
     adv_params.push_back(c);
     torch::optim::Adam adversary_opt(

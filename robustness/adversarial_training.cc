@@ -22,10 +22,11 @@ int64_t NumClasses(const ModelView& view) {
              : view.Weight(view.weighted_layers().back()).size(0);
 }
 
-// `n` inputs of `d` (a seeded sample; all when n <= 0 or n >= size).
+// `n` inputs of `d` (a seeded sample; all when n < 0 or n >= size).
 LabelledData Sample(const LabelledData& d, int64_t n, uint64_t seed) {
   const int64_t size = d.inputs.size(0);
-  if (n <= 0 || n >= size) return d;
+  if (n < 0 || n >= size) return d;
+  if (n == 0) return {d.inputs.narrow(0, 0, 0), d.labels.narrow(0, 0, 0)};
   auto gen = at::detail::createCPUGenerator(seed);
   const at::Tensor rows = torch::randperm(size, gen).narrow(0, 0, n);
   return {d.inputs.index_select(0, rows.to(d.inputs.device())),
@@ -42,13 +43,23 @@ class AdversarialTrainingTask : public PostTrainTask {
   const PipelineOptions& settings() const override { return settings_; }
 
   std::vector<std::pair<std::string, std::string>> Describe() const override {
+    AttackOptions linf = options_.linf;
+    linf.seed = settings_.seed;
     std::string attack;
     if (options_.method == "cw_at") attack = options_.cw.Describe();
     if (options_.method == "jsma_at") attack = options_.jsma.Describe();
-    if (options_.method == "fgsm_at") attack = options_.linf.Describe("fgsm");
-    if (options_.method == "pgd_at") attack = options_.linf.Describe("pgd");
+    if (options_.method == "fgsm_at") attack = linf.Describe("fgsm");
+    if (options_.method == "pgd_at") attack = linf.Describe("pgd");
     return {{"method", JsonQuote(options_.method)},
             {"crafting", attack},
+            {"crafting_seeds",
+             absl::StrCat("{\"tuning_set\": ", settings_.seed,
+                          ", \"validation_set\": ", settings_.seed + 1,
+                          options_.method == "jsma_at"
+                              ? ", \"targets\": \"RandomTargets, the same "
+                                "seeds\""
+                              : "",
+                          "}")},
             {"samples", absl::StrCat(options_.samples)},
             {"validation_samples", absl::StrCat(options_.validation_samples)},
             {"guard_fraction", absl::StrCat(options_.guard_fraction)}};
@@ -79,9 +90,12 @@ class AdversarialTrainingTask : public PostTrainTask {
       train = Sample(options_.train, options_.samples, settings_.seed);
       val = Sample(guard_, options_.validation_samples, settings_.seed + 1);
     }));
+    Augmentation a;
+    if (train.inputs.size(0) == 0 || val.inputs.size(0) == 0) {
+      return a;  // nothing to tune on: the pipeline keeps the original
+    }
     PT_ASSIGN_OR_RETURN(at::Tensor adv_train, Craft(ctx, train, 0));
     PT_ASSIGN_OR_RETURN(at::Tensor adv_val, Craft(ctx, val, 1));
-    Augmentation a;
     a.train.inputs = adv_train;
     a.train.labels = train.labels.to(torch::kLong);
     a.validation.inputs = adv_val;
@@ -167,9 +181,10 @@ absl::StatusOr<std::unique_ptr<PostTrainTask>> MakeAdversarialTrainingTask(
           "` needs at least 2 inputs and one class label ([N]) per input"));
     }
   }
-  if (options.samples < 0 || options.validation_samples < 0) {
+  if (options.samples < -1 || options.validation_samples < -1) {
     return absl::InvalidArgumentError(absl::StrCat(
-        options.method, ": samples and validation_samples must be >= 0"));
+        options.method,
+        ": samples and validation_samples must be >= 0, or -1 for all"));
   }
   return std::unique_ptr<PostTrainTask>(
       new AdversarialTrainingTask(std::move(options), std::move(settings)));

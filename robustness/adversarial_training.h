@@ -53,10 +53,11 @@ struct AdversarialTrainingOptions {
   LabelledData train;             // the training half (required)
   LabelledData validation;        // the held-out half (required)
   double guard_fraction = 0.1;    // as DareOptions
-  // Training images crafted for the tuning set (0: all of `train`).
-  int64_t samples = 0;
-  // Guard-split images crafted for early stopping (0: all of it).
-  int64_t validation_samples = 0;
+  // Training images crafted for the tuning set (-1: all of `train`; 0:
+  // none, and the phase keeps the original, as when Dare mines nothing).
+  int64_t samples = -1;
+  // Guard-split images crafted for early stopping (-1: all of it).
+  int64_t validation_samples = -1;
   AttackOptions linf;  // fgsm_at, pgd_at
   CwOptions cw = CheapCwForTraining();
   JsmaOptions jsma;
@@ -65,8 +66,11 @@ struct AdversarialTrainingOptions {
 
 std::vector<std::string> AdversarialTrainingNames();
 
+// The crafting seeds are the phase's: pipeline.seed for the tuning set
+// (PGD's start, JSMA's targets), pipeline.seed + 1 for its validation
+// counterpart; Describe() records them with the attack's options.
 // Errors (InvalidArgument): an unknown method (listing the known ones), a
-// preset conflict, missing data, negative counts.
+// preset conflict, missing data, counts below -1.
 absl::StatusOr<std::unique_ptr<PostTrainTask>> MakeAdversarialTrainingTask(
     AdversarialTrainingOptions options);
 

@@ -76,11 +76,38 @@ TEST(AdversarialTraining, EveryMethodTunesOnExamplesCraftedAgainstM) {
     EXPECT_LE(r->tune.guard_accuracy_before - r->tune.guard_accuracy_after,
               0.02 + 1e-12)
         << method;
+    // The L∞ baselines tune: accepted, with a lower cross-entropy on the
+    // crafted validation set, and the weights moved.
+    if (method == "fgsm_at" || method == "pgd_at") {
+      EXPECT_TRUE(r->tune.accepted) << method << ": " << r->tune.reason;
+      EXPECT_LT(r->tune.validation_loss_after, r->tune.validation_loss_before)
+          << method;
+      EXPECT_FALSE(
+          torch::equal(model->parameters()[0], original->parameters()[0]))
+          << method;
+    }
     bool recorded = false;
     for (const auto& [k, v] : (*task)->Describe()) {
       if (k == "crafting") recorded = absl::StrContains(v, "\"attack\"");
     }
     EXPECT_TRUE(recorded) << method;
+  }
+  {  // No samples (Dare mined none): the phase keeps the original.
+    AdversarialTrainingOptions none;
+    none.method = "fgsm_at";
+    none.train = train;
+    none.validation = val;
+    none.samples = 0;
+    auto task = MakeAdversarialTrainingTask(none);
+    ASSERT_TRUE(task.ok());
+    TaskContext ctx;
+    ctx.model = nn::Sequential(
+        std::dynamic_pointer_cast<nn::SequentialImpl>(original->clone()));
+    auto r = RunPipeline(**task, ctx);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_FALSE(r->tune.accepted);
+    EXPECT_TRUE(absl::StrContains(r->tune.reason, "0 training"))
+        << r->tune.reason;
   }
   AdversarialTrainingOptions bad;
   bad.method = "trades";
@@ -89,6 +116,9 @@ TEST(AdversarialTraining, EveryMethodTunesOnExamplesCraftedAgainstM) {
   EXPECT_TRUE(absl::StrContains(
       MakeAdversarialTrainingTask(bad).status().message(), "pgd_at"));
   bad.method = "pgd_at";
+  bad.samples = -2;
+  EXPECT_FALSE(MakeAdversarialTrainingTask(bad).ok());
+  bad.samples = -1;
   bad.train = {};
   EXPECT_TRUE(absl::StrContains(
       MakeAdversarialTrainingTask(bad).status().message(), "`train`"));

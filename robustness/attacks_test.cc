@@ -495,6 +495,20 @@ TEST(Attacks, NewAttacksAreDeterministicInRangeAndLeaveInputsAlone) {
   auto targets = RandomTargets(y, 2, 5);
   ASSERT_TRUE(targets.ok());
   EXPECT_TRUE(targets->ne(y).all().item<bool>());
+  {  // Ten classes: never the label, every offset 1..9 drawn, seeded.
+    const at::Tensor labels = torch::arange(1000, torch::kLong).remainder(10);
+    auto t1 = RandomTargets(labels, 10, 3), t2 = RandomTargets(labels, 10, 3),
+         t3 = RandomTargets(labels, 10, 4);
+    ASSERT_TRUE(t1.ok() && t2.ok() && t3.ok());
+    EXPECT_TRUE(t1->ne(labels).all().item<bool>());
+    EXPECT_TRUE(torch::equal(*t1, *t2));
+    EXPECT_FALSE(torch::equal(*t1, *t3));
+    const at::Tensor offsets = (*t1 - labels + 10).remainder(10);
+    for (int k = 1; k < 10; ++k) {
+      EXPECT_TRUE(offsets.eq(k).any().item<bool>()) << k;
+    }
+    EXPECT_FALSE(RandomTargets(labels, 1, 3).ok());
+  }
   CwOptions cw;
   cw.iterations = 20;
   cw.binary_search_steps = 3;

@@ -172,10 +172,16 @@ absl::Status WriteIdxDataset(const ImageDataset& d,
     labels.assign(y.data_ptr<int64_t>(), y.data_ptr<int64_t>() + y.numel());
   }));
   for (size_t i = 0; i < labels.size(); ++i) {
-    if (labels[i] < 0 || labels[i] > 255) {
-      return absl::InvalidArgumentError(absl::StrCat("WriteIdxDataset: label ",
-                                                     labels[i], " of item ", i,
-                                                     " does not fit a byte"));
+    if (labels[i] < 0 || labels[i] > 9) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("WriteIdxDataset: label ", labels[i], " of item ", i,
+                       " is not in 0..9 (what ReadIdxDataset accepts)"));
+    }
+  }
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (!std::isfinite(values[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "WriteIdxDataset: value ", i, " of the images is not finite"));
     }
   }
   const int64_t h = d.images.size(d.images.dim() - 2);

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 #include <zlib.h>
 
+#include <cmath>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -127,9 +128,14 @@ TEST(FashionMnist, FloatIdxRoundTripsExactly) {
   auto nan = ReadIdxDataset(bad, lab);
   EXPECT_TRUE(absl::StrContains(nan.status().message(), "not finite"))
       << nan.status();
-  // Labels that do not fit a byte are refused.
-  d.labels[0] = 300;
-  EXPECT_FALSE(WriteIdxDataset(d, img, lab).ok());
+  // What the reader would refuse is refused: a label above 9, a NaN.
+  d.labels[0] = 10;
+  EXPECT_TRUE(absl::StrContains(WriteIdxDataset(d, img, lab).message(),
+                                "label 10"));
+  d.labels[0] = 0;
+  d.images[1][0][0][0] = std::nanf("");
+  EXPECT_TRUE(absl::StrContains(WriteIdxDataset(d, img, lab).message(),
+                                "not finite"));
 }
 
 }  // namespace
