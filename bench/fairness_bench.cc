@@ -131,20 +131,7 @@ torch::nn::Sequential Clone(const torch::nn::Sequential& m) {
       std::dynamic_pointer_cast<torch::nn::SequentialImpl>(m->clone()));
 }
 
-#define BENCH_CHECK_OK(expr)                                      \
-  do {                                                            \
-    const absl::Status _s = (expr);                               \
-    if (!_s.ok()) {                                               \
-      std::fprintf(stderr, "error: %s\n", _s.ToString().c_str()); \
-      std::exit(1);                                               \
-    }                                                             \
-  } while (0)
-
-template <typename T>
-T Value(absl::StatusOr<T> s) {
-  BENCH_CHECK_OK(s.status());
-  return *std::move(s);
-}
+using bench::Value;
 
 // Runs the missing methods of one (case, seed).
 void RunSeed(const std::string& c, const TabularSchema& schema,
@@ -168,7 +155,7 @@ void RunSeed(const std::string& c, const TabularSchema& schema,
     if (!original.is_empty()) return;
     const auto t0 = Clock::now();
     original = ReferenceMlp(data->features, seed);
-    BENCH_CHECK_OK(TrainTabular(original, data->train, train));
+    bench::CheckOk(TrainTabular(original, data->train, train));
     original_s = bench::Seconds(t0);
   };
   for (const std::string& m : todo) {
@@ -201,12 +188,12 @@ void RunSeed(const std::string& c, const TabularSchema& schema,
       extra = r.tune.reason;
     } else if (m == "REW") {
       torch::nn::Sequential model = ReferenceMlp(data->features, seed);
-      BENCH_CHECK_OK(TrainReweighed(model, *data, train));
+      bench::CheckOk(TrainReweighed(model, *data, train));
       row = FromMetrics(Value(EvaluateTabular(model, data->test)),
                         bench::Seconds(t0));
     } else if (m == "SUPP") {
       torch::nn::Sequential model = ReferenceMlp(data->features - 1, seed);
-      BENCH_CHECK_OK(TrainTabular(
+      bench::CheckOk(TrainTabular(
           model, DropProtected(data->train, data->protected_feature), train));
       row = FromMetrics(
           Value(EvaluateTabular(

@@ -9,6 +9,8 @@
 #define POSTTRAIN_BENCH_RESULT_CACHE_H_
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -16,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -23,6 +26,20 @@
 #include "common/results.h"
 
 namespace posttrain::bench {
+
+// The drivers stop at the first error, naming it.
+inline void CheckOk(const absl::Status& s) {
+  if (!s.ok()) {
+    std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
+    std::exit(1);
+  }
+}
+
+template <typename T>
+T Value(absl::StatusOr<T> s) {
+  CheckOk(s.status());
+  return *std::move(s);
+}
 
 struct Row {
   std::map<std::string, double> v;

@@ -101,20 +101,7 @@ torch::nn::Sequential MakeModel() {
   return absl::GetFlag(FLAGS_model) == "vgg" ? MakeVgg() : fmnist::MakeCnn();
 }
 
-#define BENCH_CHECK_OK(expr)                                      \
-  do {                                                            \
-    const absl::Status _s = (expr);                               \
-    if (!_s.ok()) {                                               \
-      std::fprintf(stderr, "error: %s\n", _s.ToString().c_str()); \
-      std::exit(1);                                               \
-    }                                                             \
-  } while (0)
-
-template <typename T>
-T Value(absl::StatusOr<T> s) {
-  BENCH_CHECK_OK(s.status());
-  return *std::move(s);
-}
+using bench::Value;
 
 const bench::ResultCache& Cache() {
   static const bench::ResultCache* c =
@@ -193,16 +180,16 @@ void Prepare(int seed, Setup* s) {
     HistoryRecorderOptions ro;
     ro.seed = seed;
     HistoryRecorder recorder(s->original, dir, ro);
-    BENCH_CHECK_OK(recorder.OnTrainBegin());
+    bench::CheckOk(recorder.OnTrainBegin());
     for (int e = 0; e < epochs; ++e) {
       std::fprintf(stderr, "%s seed %d: training epoch %d\n", Group().c_str(),
                    seed, e);
       s->train_s += fmnist::TrainEpoch(s->original, adam, s->data.train, 128,
                                        seed * 1000 + static_cast<uint64_t>(e))
                         .seconds;
-      BENCH_CHECK_OK(recorder.OnEpochEnd(e, {}));
+      bench::CheckOk(recorder.OnEpochEnd(e, {}));
     }
-    BENCH_CHECK_OK(recorder.OnTrainEnd());
+    bench::CheckOk(recorder.OnTrainEnd());
     s->store = Value(HistoryStore::OpenReadOnly(dir));
     Row r;
     r.v["s"] = s->train_s;
@@ -241,7 +228,7 @@ void Prepare(int seed, Setup* s) {
     r.v["images_per_s"] = static_cast<double>(n) / r.v["s"];
     Cache().Store(Group(), seed, "craft_" + name, r, "");
     fs::create_directories(SeedDir(seed) + "/sets");
-    BENCH_CHECK_OK(WriteIdxDataset({adv, s->y}, img, lab));
+    bench::CheckOk(WriteIdxDataset({adv, s->y}, img, lab));
     return adv;
   };
   for (const std::string& name : SetNames()) {

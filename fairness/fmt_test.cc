@@ -337,13 +337,15 @@ TEST(FairnessBaselines, CareLocalizesTheUnitCarryingTheAttribute) {
     torch::NoGradGuard g;
     m[0]->as<nn::Linear>()->weight.copy_(torch::eye(2));
     m[0]->as<nn::Linear>()->bias.zero_();
-    m[2]->as<nn::Linear>()->weight.copy_(torch::tensor({{0.f, 0.f}, {1.f, 2.f}}));
+    m[2]->as<nn::Linear>()->weight.copy_(
+        torch::tensor({{0.f, 0.f}, {1.f, 2.f}}));
     m[2]->as<nn::Linear>()->bias.copy_(torch::tensor({0.f, -1.f}));
   }
   auto gen = at::detail::createCPUGenerator(4);
   TabularSplit split;
   split.a = torch::randint(0, 2, {200}, gen, torch::kLong);
-  split.x = torch::stack({torch::rand({200}, gen), split.a.to(torch::kFloat)}, 1);
+  split.x =
+      torch::stack({torch::rand({200}, gen), split.a.to(torch::kFloat)}, 1);
   split.y = split.a.clone();
   CareOptions care;
   care.neurons = 2;
@@ -353,13 +355,17 @@ TEST(FairnessBaselines, CareLocalizesTheUnitCarryingTheAttribute) {
   ASSERT_EQ(r->neurons.size(), 2u);
   EXPECT_EQ(r->neurons[0].module, 1);
   EXPECT_EQ(r->neurons[0].unit, 1);
-  EXPECT_GT(r->neurons[0].effect, 2 * r->neurons[1].effect) << r->Describe(care);
+  EXPECT_GT(r->neurons[0].effect, 2 * r->neurons[1].effect)
+      << r->Describe(care);
   // Its effect is D itself: every intervention on unit 1 closes the gap.
   double d = 0;
   {
     torch::NoGradGuard g;
     const at::Tensor f = split.x.select(1, 0);
-    d = (torch::sigmoid(f + 1) - torch::sigmoid(f - 1)).abs().mean().item<double>();
+    d = (torch::sigmoid(f + 1) - torch::sigmoid(f - 1))
+            .abs()
+            .mean()
+            .item<double>();
   }
   EXPECT_NEAR(r->neurons[0].effect, d, 1e-5);
 }

@@ -50,8 +50,8 @@ TEST(AdversarialTraining, EveryMethodTunesOnExamplesCraftedAgainstM) {
     at.pipeline.tuner.learning_rates = {1e-2, 1e-3};
     auto task = MakeAdversarialTrainingTask(at);
     ASSERT_TRUE(task.ok()) << task.status();
-    nn::Sequential model(std::dynamic_pointer_cast<nn::SequentialImpl>(
-        original->clone()));
+    nn::Sequential model(
+        std::dynamic_pointer_cast<nn::SequentialImpl>(original->clone()));
     TaskContext ctx;
     ctx.model = model;
     // The tuning set: `samples` images that M gets wrong far more often.

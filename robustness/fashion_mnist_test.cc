@@ -130,12 +130,12 @@ TEST(FashionMnist, FloatIdxRoundTripsExactly) {
       << nan.status();
   // What the reader would refuse is refused: a label above 9, a NaN.
   d.labels[0] = 10;
-  EXPECT_TRUE(absl::StrContains(WriteIdxDataset(d, img, lab).message(),
-                                "label 10"));
+  EXPECT_TRUE(
+      absl::StrContains(WriteIdxDataset(d, img, lab).message(), "label 10"));
   d.labels[0] = 0;
   d.images[1][0][0][0] = std::nanf("");
-  EXPECT_TRUE(absl::StrContains(WriteIdxDataset(d, img, lab).message(),
-                                "not finite"));
+  EXPECT_TRUE(
+      absl::StrContains(WriteIdxDataset(d, img, lab).message(), "not finite"));
 }
 
 }  // namespace
