@@ -4,7 +4,6 @@
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/index_select.h>
 #include <ATen/ops/tensor.h>
-#include <zlib.h>
 
 #include <cmath>
 #include <cstring>
@@ -16,125 +15,27 @@
 #include "common/status.h"
 #include "common/torch_status.h"
 #include "history/env.h"
+#include "robustness/idx.h"
 
 namespace posttrain {
 namespace {
 
-constexpr uint32_t kImagesMagic = 0x00000803;       // uint8, 3 dimensions
+// The IDX magics the writer uses (robustness/idx.h reads them).
 constexpr uint32_t kFloatImagesMagic = 0x00000D03;  // float32, 3 dimensions
 constexpr uint32_t kLabelsMagic = 0x00000801;
-constexpr uint32_t kMaxItems = 10'000'000;
-constexpr uint32_t kMaxSide = 4096;
-
-class GzReader {
- public:
-  explicit GzReader(std::string path) : path_(std::move(path)) {
-    file_ = gzopen(path_.c_str(), "rb");
-  }
-  ~GzReader() {
-    if (file_) gzclose(file_);
-  }
-  absl::Status status() const {
-    if (file_ == nullptr) {
-      return absl::NotFoundError(absl::StrCat("cannot open '", path_,
-                                              "' (is dataset-fashion-mnist "
-                                              "installed?)"));
-    }
-    return absl::OkStatus();
-  }
-  absl::Status Read(void* dst, size_t n) {
-    auto* p = static_cast<char*>(dst);
-    while (n > 0) {
-      const unsigned chunk =
-          static_cast<unsigned>(std::min<size_t>(n, 1u << 30));
-      int got = gzread(file_, p, chunk);
-      if (got <= 0) {
-        return absl::DataLossError(
-            absl::StrCat("'", path_, "' is truncated or not valid gzip/IDX"));
-      }
-      p += got;
-      n -= static_cast<size_t>(got);
-    }
-    return absl::OkStatus();
-  }
-  absl::StatusOr<uint32_t> ReadU32() {
-    unsigned char b[4];
-    PT_RETURN_IF_ERROR(Read(b, 4));
-    return (uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) |
-           (uint32_t{b[2]} << 8) | uint32_t{b[3]};
-  }
-
- private:
-  std::string path_;
-  gzFile file_ = nullptr;
-};
 
 }  // namespace
 
 absl::StatusOr<ImageDataset> ReadIdxDataset(const std::string& images_path,
                                             const std::string& labels_path,
                                             int64_t limit) {
-  GzReader images(images_path);
-  PT_RETURN_IF_ERROR(images.status());
-  PT_ASSIGN_OR_RETURN(uint32_t magic, images.ReadU32());
-  if (magic != kImagesMagic && magic != kFloatImagesMagic) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("'", images_path,
-                     "' is not an IDX image file of uint8 or float32 "
-                     "(magic ",
-                     magic, ")"));
-  }
-  const bool float32 = magic == kFloatImagesMagic;
-  PT_ASSIGN_OR_RETURN(uint32_t count, images.ReadU32());
-  PT_ASSIGN_OR_RETURN(uint32_t rows, images.ReadU32());
-  PT_ASSIGN_OR_RETURN(uint32_t cols, images.ReadU32());
-  if (count > kMaxItems || rows == 0 || cols == 0 || rows > kMaxSide ||
-      cols > kMaxSide) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("'", images_path, "' declares implausible sizes ", count,
-                     "x", rows, "x", cols));
-  }
-  GzReader labels(labels_path);
-  PT_RETURN_IF_ERROR(labels.status());
-  PT_ASSIGN_OR_RETURN(uint32_t lmagic, labels.ReadU32());
-  if (lmagic != kLabelsMagic) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'", labels_path, "' is not an IDX label file (magic ", lmagic, ")"));
-  }
-  PT_ASSIGN_OR_RETURN(uint32_t lcount, labels.ReadU32());
-  if (lcount != count) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("'", labels_path, "' has ", lcount, " labels but '",
-                     images_path, "' has ", count, " images"));
-  }
-  const int64_t n = limit >= 0 ? std::min<int64_t>(limit, count) : count;
-  const size_t values = static_cast<size_t>(n) * rows * cols;
-  std::vector<uint8_t> pixels(values * (float32 ? 4 : 1));
-  std::vector<uint8_t> label_bytes(static_cast<size_t>(n));
-  PT_RETURN_IF_ERROR(images.Read(pixels.data(), pixels.size()));
-  PT_RETURN_IF_ERROR(labels.Read(label_bytes.data(), label_bytes.size()));
-  for (size_t i = 0; i < label_bytes.size(); ++i) {
-    if (label_bytes[i] > 9) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("'", labels_path, "': label ", int{label_bytes[i]},
-                       " of item ", i, " is not in 0..9"));
-    }
-  }
-  std::vector<float> floats;
-  if (float32) {  // big-endian IEEE 754, as IDX stores every type
-    floats.resize(values);
-    for (size_t i = 0; i < values; ++i) {
-      const uint8_t* b = &pixels[4 * i];
-      const uint32_t bits = (uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) |
-                            (uint32_t{b[2]} << 8) | uint32_t{b[3]};
-      std::memcpy(&floats[i], &bits, 4);
-      if (!std::isfinite(floats[i])) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("'", images_path, "': value ", i % (rows * cols),
-                         " of item ", i / (rows * cols), " is not finite"));
-      }
-    }
-  }
+  PT_ASSIGN_OR_RETURN(IdxImages idx,
+                      ReadIdxFiles(images_path, labels_path, limit));
+  const int64_t n = idx.count, rows = idx.rows, cols = idx.cols;
+  const bool float32 = idx.float32;
+  std::vector<float>& floats = idx.floats;
+  std::vector<uint8_t>& pixels = idx.bytes;
+  std::vector<uint8_t>& label_bytes = idx.labels;
   ImageDataset d;
   PT_RETURN_IF_ERROR(CallTorch("converting IDX data", [&] {
     const std::vector<int64_t> shape = {n, 1, static_cast<int64_t>(rows),

@@ -85,6 +85,15 @@ TEST(FashionMnist, BadFilesGiveErrorsNamingTheFile) {
       << d.status();
   EXPECT_EQ(ReadIdxDataset(dir + "/none.gz", lab).status().code(),
             absl::StatusCode::kNotFound);
+  // A header that declares 10M images of 4096×4096 (167 TB) over a few
+  // bytes is a truncation error, not an allocation of what it declares
+  // (before the chunked reader this was a std::bad_alloc).
+  WriteGz(img, U32(0x803) + U32(10'000'000) + U32(4096) + U32(4096) +
+                   std::string(64, 'a'));
+  WriteGz(lab, U32(0x801) + U32(10'000'000) + std::string(8, '\1'));
+  d = ReadIdxDataset(img, lab);
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kDataLoss) << d.status();
+  EXPECT_TRUE(absl::StrContains(d.status().message(), "truncated"));
 }
 
 // Stored adversarial sets: float32 IDX (type 0x0D) read back bit for bit,
