@@ -275,12 +275,7 @@ std::string Report(const std::vector<std::string>& cases,
       "original model over the seeds (common/results.h); with 10 seeds "
       "p < 0.05 needs a consistent direction in most seeds.\n\n");
 
-  if (!absl::GetFlag(FLAGS_notes).empty()) {
-    std::ifstream f(absl::GetFlag(FLAGS_notes));
-    std::stringstream notes;
-    notes << f.rdbuf();
-    absl::StrAppend(&md, notes.str(), "\n");
-  }
+  absl::StrAppend(&md, bench::Notes(absl::GetFlag(FLAGS_notes)));
   // Table 7: the original models.
   absl::StrAppend(&md, "## Table 7: the original models\n\n");
   MarkdownTable t7({"case", "seeds", "accuracy", "balanced accuracy", "SPD",

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,16 @@ template <typename T>
 T Value(absl::StatusOr<T> s) {
   CheckOk(s.status());
   return *std::move(s);
+}
+
+// A report's hand-written Markdown (the --notes file) followed by a blank
+// line; "" when `path` is empty.
+inline std::string Notes(const std::string& path) {
+  if (path.empty()) return "";
+  std::ifstream f(path);
+  std::stringstream notes;
+  notes << f.rdbuf();
+  return notes.str() + "\n";
 }
 
 struct Row {

@@ -432,12 +432,7 @@ std::string Report(const std::vector<std::string>& methods, int seeds,
           absl::GetFlag(FLAGS_threads), seeds, Images(),
           absl::GetFlag(FLAGS_lrs), absl::GetFlag(FLAGS_tune_epochs),
           absl::GetFlag(FLAGS_mine_inputs)));
-  if (!absl::GetFlag(FLAGS_notes).empty()) {
-    std::ifstream f(absl::GetFlag(FLAGS_notes));
-    std::stringstream notes;
-    notes << f.rdbuf();
-    absl::StrAppend(&md, notes.str(), "\n");
-  }
+  absl::StrAppend(&md, bench::Notes(absl::GetFlag(FLAGS_notes)));
   std::vector<std::pair<std::string, std::string>> transfer = {
       {"clean", "clean"}};
   std::vector<std::pair<std::string, std::string>> fooled, adaptive;
