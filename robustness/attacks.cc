@@ -1,6 +1,8 @@
 #include "robustness/attacks.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -208,6 +210,72 @@ absl::StatusOr<at::Tensor> MapBatches(
     return absl::OkStatus();
   }));
   return result;
+}
+
+// JSMA's pair search on the CPU without the [B, n, n] matrices: per input,
+// over the pairs p < q of its domain in lexicographic order, keeping the
+// first strict maximum of −α·β. That is the pair the matrix search picks
+// (max returns the first maximum in row-major order, and the matrix is
+// symmetric), with the same floating-point sums, so both give identical
+// attacks (JsmaPairSearchMatchesTheMatrixSearch). Inputs run in parallel.
+void BestPairsCpu(const at::Tensor& dt, const at::Tensor& doth,
+                  const at::Tensor& domain, const at::Tensor& active,
+                  bool increase, at::Tensor* p, at::Tensor* q, at::Tensor* go) {
+  const at::Tensor a = dt.contiguous(), o = doth.contiguous();
+  const at::Tensor dom = domain.contiguous(), act = active.contiguous();
+  const int64_t b = a.size(0), n = a.size(1);
+  *p = torch::zeros({b}, torch::TensorOptions(at::kLong));
+  *q = torch::zeros({b}, torch::TensorOptions(at::kLong));
+  *go = torch::zeros({b}, torch::TensorOptions(at::kBool));
+  int64_t* const P = p->data_ptr<int64_t>();
+  int64_t* const Q = q->data_ptr<int64_t>();
+  bool* const GO = go->data_ptr<bool>();
+  const bool* const D = dom.data_ptr<bool>();
+  const bool* const ACT = act.data_ptr<bool>();
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "JSMA pair search", [&] {
+    const scalar_t* const A = a.data_ptr<scalar_t>();
+    const scalar_t* const O = o.data_ptr<scalar_t>();
+    at::parallel_for(0, b, 1, [&](int64_t begin, int64_t end) {
+      std::vector<int64_t> index;
+      std::vector<scalar_t> ca, co;
+      for (int64_t i = begin; i < end; ++i) {
+        if (!ACT[i]) continue;
+        index.clear();
+        ca.clear();
+        co.clear();
+        for (int64_t j = 0; j < n; ++j) {
+          if (!D[i * n + j]) continue;
+          index.push_back(j);
+          ca.push_back(A[i * n + j]);
+          co.push_back(O[i * n + j]);
+        }
+        const size_t m = index.size();
+        scalar_t best = -std::numeric_limits<scalar_t>::infinity();
+        size_t bu = m, bv = m;
+        for (size_t u = 0; u < m; ++u) {
+          const scalar_t au = ca[u], ou = co[u];
+          for (size_t v = u + 1; v < m; ++v) {
+            const scalar_t alpha = au + ca[v];
+            const scalar_t beta = ou + co[v];
+            const bool ok =
+                increase ? (alpha > 0 && beta < 0) : (alpha < 0 && beta > 0);
+            if (!ok) continue;
+            const scalar_t score = -alpha * beta;
+            if (score > best) {
+              best = score;
+              bu = u;
+              bv = v;
+            }
+          }
+        }
+        if (bu < m) {
+          P[i] = index[bu];
+          Q[i] = index[bv];
+          GO[i] = true;
+        }
+      }
+    });
+  });
 }
 
 }  // namespace
@@ -446,20 +514,26 @@ absl::StatusOr<at::Tensor> Jsma(const torch::nn::Sequential& model,
               gt[0].defined() ? gt[0] : torch::zeros_like(adv);
           const at::Tensor doth =
               (ga[0].defined() ? ga[0] : torch::zeros_like(adv)) - dt;
-          // Pair sums [B, n, n].
-          const at::Tensor alpha = dt.unsqueeze(2) + dt.unsqueeze(1);
-          const at::Tensor beta = doth.unsqueeze(2) + doth.unsqueeze(1);
-          at::Tensor ok = domain.unsqueeze(2) & domain.unsqueeze(1) &
-                          eye.logical_not().unsqueeze(0);
-          ok = o.theta > 0 ? ok & (alpha > 0) & (beta < 0)
-                           : ok & (alpha < 0) & (beta > 0);
-          const at::Tensor score = torch::where(
-              ok, -alpha * beta, torch::full({}, neg_inf, alpha.options()));
-          const auto [best, idx] = score.view({b, n * n}).max(1);
-          const at::Tensor go = active & best.gt(neg_inf);
+          at::Tensor p, q, go;
+          if (o.pair_matrix || !dt.device().is_cpu()) {
+            // Pair sums [B, n, n].
+            const at::Tensor alpha = dt.unsqueeze(2) + dt.unsqueeze(1);
+            const at::Tensor beta = doth.unsqueeze(2) + doth.unsqueeze(1);
+            at::Tensor ok = domain.unsqueeze(2) & domain.unsqueeze(1) &
+                            eye.logical_not().unsqueeze(0);
+            ok = o.theta > 0 ? ok & (alpha > 0) & (beta < 0)
+                             : ok & (alpha < 0) & (beta > 0);
+            const at::Tensor score = torch::where(
+                ok, -alpha * beta, torch::full({}, neg_inf, alpha.options()));
+            const auto [best, idx] = score.view({b, n * n}).max(1);
+            go = active & best.gt(neg_inf);
+            p = idx.div(n, "floor");
+            q = idx.remainder(n);
+          } else {
+            BestPairsCpu(dt, doth, domain, active, o.theta > 0, &p, &q, &go);
+          }
           if (!go.any().item<bool>()) break;
-          const at::Tensor p = idx.div(n, "floor"), q = idx.remainder(n);
-          const at::Tensor rows = torch::arange(b, idx.options());
+          const at::Tensor rows = torch::arange(b, p.options());
           const at::Tensor step =
               go.to(adv.scalar_type()) * static_cast<float>(o.theta);
           at::Tensor vp = adv.index({rows, p}) + step;

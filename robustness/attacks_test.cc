@@ -486,6 +486,31 @@ TEST(Attacks, JsmaReachesTheTargetWithinItsFeatureBudget) {
       Jsma(model, x, targets, jsma).status().message(), "gamma"));
 }
 
+// The CPU pair loop and the [B, n, n] matrix search pick the same pairs,
+// so the attacks are identical, for both signs of θ, on a network whose
+// gradients differ per input.
+TEST(Attacks, JsmaPairSearchMatchesTheMatrixSearch) {
+  torch::manual_seed(11);
+  torch::nn::Sequential model(torch::nn::Linear(36, 16), torch::nn::ReLU(),
+                              torch::nn::Linear(16, 5));
+  const at::Tensor x = torch::rand({40, 36});
+  const at::Tensor labels = torch::zeros({40}, torch::kLong);
+  auto targets = RandomTargets(labels, 5, 2);
+  ASSERT_TRUE(targets.ok());
+  for (double theta : {1.0, -1.0}) {
+    JsmaOptions jsma;
+    jsma.theta = theta;
+    jsma.gamma = 0.3;
+    jsma.batch_size = 16;
+    auto loop = Jsma(model, x, *targets, jsma);
+    jsma.pair_matrix = true;
+    auto matrix = Jsma(model, x, *targets, jsma);
+    ASSERT_TRUE(loop.ok() && matrix.ok()) << theta;
+    EXPECT_TRUE(torch::equal(*loop, *matrix)) << theta;
+    EXPECT_GT(loop->ne(x).sum().item<int64_t>(), 40) << theta;
+  }
+}
+
 TEST(Attacks, NewAttacksAreDeterministicInRangeAndLeaveInputsAlone) {
   torch::nn::Sequential model = TrainedMlp();
   const Split& test = TestSplit();
