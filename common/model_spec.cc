@@ -1,5 +1,6 @@
 #include "common/model_spec.h"
 
+#include <google/protobuf/util/message_differencer.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -9,6 +10,7 @@
 #include <torch/nn/modules/pooling.h>
 #include <torch/version.h>
 
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <variant>
@@ -339,6 +341,66 @@ absl::Status BuildInto(
   return absl::OkStatus();
 }
 
+// Adds a * b * ... to *total, failing once the total passes `max`. Every
+// factor is checked positive by BuildInto; here a non-positive one counts 0.
+absl::Status AddElements(const LayerSpec& l, std::initializer_list<int64_t> f,
+                         int64_t max, int64_t* total) {
+  int64_t n = 1;
+  for (int64_t v : f) {
+    if (v <= 0) return absl::OkStatus();
+    if (__builtin_mul_overflow(n, v, &n) || n > max) n = max + 1;
+  }
+  if (__builtin_add_overflow(*total, n, total) || *total > max) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer '", l.name(), "' (", LayerSummary(l), ") takes the model past ",
+        max, " parameter and buffer elements; the spec is not trusted"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CountInto(
+    const google::protobuf::RepeatedPtrField<LayerSpec>& layers, int depth,
+    int64_t max, int64_t* total) {
+  if (depth > 32) {
+    return absl::InvalidArgumentError("model spec nests Sequentials too deep");
+  }
+  for (const LayerSpec& l : layers) {
+    switch (l.kind()) {
+      case LayerSpec::SEQUENTIAL:
+        PT_RETURN_IF_ERROR(CountInto(l.children(), depth + 1, max, total));
+        break;
+      case LayerSpec::LINEAR:
+        PT_RETURN_IF_ERROR(
+            AddElements(l, {l.in_features(), l.out_features()}, max, total));
+        if (l.bias()) {
+          PT_RETURN_IF_ERROR(AddElements(l, {l.out_features()}, max, total));
+        }
+        break;
+      case LayerSpec::CONV2D: {
+        const int64_t k0 = l.kernel_size_size() == 2 ? l.kernel_size(0) : 1;
+        const int64_t k1 = l.kernel_size_size() == 2 ? l.kernel_size(1) : 1;
+        const int64_t per_group =
+            l.groups() > 0 ? l.in_channels() / l.groups() : l.in_channels();
+        PT_RETURN_IF_ERROR(
+            AddElements(l, {l.out_channels(), per_group, k0, k1}, max, total));
+        if (l.bias()) {
+          PT_RETURN_IF_ERROR(AddElements(l, {l.out_channels()}, max, total));
+        }
+        break;
+      }
+      case LayerSpec::BATCH_NORM1D:
+      case LayerSpec::BATCH_NORM2D:
+        // weight, bias, running mean and variance, num_batches_tracked.
+        PT_RETURN_IF_ERROR(AddElements(l, {4, l.num_features()}, max, total));
+        PT_RETURN_IF_ERROR(AddElements(l, {1}, max, total));
+        break;
+      default:
+        break;
+    }
+  }
+  return absl::OkStatus();
+}
+
 void Flatten(const google::protobuf::RepeatedPtrField<LayerSpec>& layers,
              std::vector<const LayerSpec*>* out) {
   for (const LayerSpec& l : layers) {
@@ -365,13 +427,21 @@ absl::StatusOr<pb::ModelSpec> DescribeSequential(
   return DescribeSequential(*model);
 }
 
-absl::StatusOr<torch::nn::Sequential> BuildSequential(
-    const pb::ModelSpec& spec) {
+absl::StatusOr<int64_t> DeclaredElements(const pb::ModelSpec& spec,
+                                         int64_t max_elements) {
+  int64_t total = 0;
+  PT_RETURN_IF_ERROR(CountInto(spec.layers(), 0, max_elements, &total));
+  return total;
+}
+
+absl::StatusOr<torch::nn::Sequential> BuildSequential(const pb::ModelSpec& spec,
+                                                      int64_t max_elements) {
   if (spec.version() != kModelSpecVersion) {
     return absl::InvalidArgumentError(
         absl::StrCat("model spec version ", spec.version(),
                      " is not supported (expected ", kModelSpecVersion, ")"));
   }
+  PT_RETURN_IF_ERROR(DeclaredElements(spec, max_elements).status());
   nn::Sequential seq;
   absl::Status built;
   absl::Status torch_status = CallTorch("building model from spec", [&] {
@@ -379,6 +449,15 @@ absl::StatusOr<torch::nn::Sequential> BuildSequential(
   });
   PT_RETURN_IF_ERROR(torch_status);
   PT_RETURN_IF_ERROR(built);
+  // What was built must describe back to the spec: a field the layer's kind
+  // does not use (a kernel_size on a BatchNorm) is a malformed spec, not a
+  // different architecture found later.
+  PT_ASSIGN_OR_RETURN(pb::ModelSpec described, DescribeSequential(seq));
+  const absl::Status same = CheckSameArchitecture(spec, described);
+  if (!same.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model spec does not describe what it builds: ", same.message()));
+  }
   return seq;
 }
 
@@ -440,11 +519,16 @@ absl::Status CheckSameArchitecture(const pb::ModelSpec& expected,
     LayerSpec la = *a[i], lb = *b[i];
     la.clear_children();
     lb.clear_children();
-    if (la.SerializeAsString() != lb.SerializeAsString()) {
+    google::protobuf::util::MessageDifferencer differ;
+    std::string diff;
+    differ.ReportDifferencesToString(&diff);
+    if (!differ.Compare(la, lb)) {
+      // The first differing field, e.g. "modified: out_channels: 8 -> 16".
+      const std::string first = diff.substr(0, diff.find('\n'));
       return absl::FailedPreconditionError(absl::StrCat(
           "layer '", a[i]->name(), "' differs: expected ", LayerSummary(*a[i]),
           " at '", a[i]->name(), "', model has ", LayerSummary(*b[i]), " at '",
-          b[i]->name(), "'"));
+          b[i]->name(), "' (", first, ")"));
     }
   }
   if (a.size() != b.size()) {

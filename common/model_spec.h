@@ -15,6 +15,7 @@
 #ifndef POSTTRAIN_COMMON_MODEL_SPEC_H_
 #define POSTTRAIN_COMMON_MODEL_SPEC_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -37,11 +38,22 @@ absl::StatusOr<pb::ModelSpec> DescribeSequential(
 absl::StatusOr<pb::ModelSpec> DescribeSequential(
     const torch::nn::Sequential& model);
 
+// Largest number of parameter and buffer elements BuildSequential accepts
+// by default: 2^32 (16 GiB of float32). A spec read from disk is never
+// trusted for an allocation.
+inline constexpr int64_t kMaxModelSpecElements = int64_t{1} << 32;
+
+// The parameter and buffer elements `spec` declares (weights, biases,
+// BatchNorm statistics), computed without overflow; InvalidArgument naming
+// the layer once the count passes `max_elements`.
+absl::StatusOr<int64_t> DeclaredElements(
+    const pb::ModelSpec& spec, int64_t max_elements = kMaxModelSpecElements);
+
 // Builds a freshly initialised Sequential from `spec`; its parameter and
 // buffer names equal those of the described model. Errors name the layer with
-// invalid options.
+// invalid options, or the first layer past `max_elements` elements.
 absl::StatusOr<torch::nn::Sequential> BuildSequential(
-    const pb::ModelSpec& spec);
+    const pb::ModelSpec& spec, int64_t max_elements = kMaxModelSpecElements);
 
 // One-line human description of a layer, e.g. "Conv2d(1, 8, k=3x3)".
 std::string LayerSummary(const pb::LayerSpec& layer);

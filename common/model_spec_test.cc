@@ -95,6 +95,45 @@ TEST(ModelSpec, InvalidSpecsAreRejectedWithTheLayerName) {
       absl::StrContains(BuildSequential(spec).status().message(), "version 9"));
 }
 
+// Found by fuzz/model_spec_fuzzer: sizes are checked before anything is
+// allocated, and a field the layer's kind does not use is a malformed spec
+// (it built, then failed the architecture check with two equal summaries).
+TEST(ModelSpec, SpecsFromDiskAreNotTrusted) {
+  pb::ModelSpec spec;
+  spec.set_version(kModelSpecVersion);
+  auto* l = spec.add_layers();
+  l->set_name("big");
+  l->set_kind(pb::LayerSpec::LINEAR);
+  l->set_in_features(int64_t{1} << 40);
+  l->set_out_features(int64_t{1} << 40);  // 2^80 weights: overflows int64
+  l->set_bias(true);
+  auto m = BuildSequential(spec);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(m.status().message(), "layer 'big'"))
+      << m.status();
+  EXPECT_TRUE(absl::StrContains(m.status().message(), "not trusted"));
+  l->set_in_features(1000);
+  l->set_out_features(1000);
+  auto n = DeclaredElements(spec);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 1000 * 1000 + 1000);
+  EXPECT_FALSE(BuildSequential(spec, /*max_elements=*/1000 * 1000).ok());
+  EXPECT_TRUE(BuildSequential(spec, /*max_elements=*/1001000).ok());
+  // The fuzzer's finding: a BatchNorm2d carrying a kernel_size.
+  auto good = DescribeSequential(nn::Sequential(nn::BatchNorm2d(2)));
+  ASSERT_TRUE(good.ok());
+  EXPECT_TRUE(BuildSequential(*good).ok());
+  pb::ModelSpec stray = *good;
+  stray.mutable_layers(0)->add_kernel_size(2);
+  stray.mutable_layers(0)->add_kernel_size(2);
+  auto built = BuildSequential(stray);
+  EXPECT_EQ(built.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(built.status().message(), "layer '0'"))
+      << built.status();
+  EXPECT_TRUE(absl::StrContains(built.status().message(), "kernel_size"))
+      << built.status();
+}
+
 TEST(ModelSpec, ArchitectureDifferenceNamesTheLayer) {
   auto a = DescribeSequential(
       nn::Sequential(nn::Linear(4, 8), nn::ReLU(), nn::Linear(8, 2)));
@@ -105,6 +144,7 @@ TEST(ModelSpec, ArchitectureDifferenceNamesTheLayer) {
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(absl::StrContains(s.message(), "layer '2'")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "Linear(8, 3)")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "out_features")) << s;
 }
 
 TEST(ModuleState, CopyIsIndependentOfLaterTraining) {

@@ -9,39 +9,100 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <random>
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "history/store.h"
 #include "tests/test_util.h"
 
 namespace posttrain {
 namespace {
 
-constexpr int kKills = 24;
+constexpr int kKills = 30;  // and 20 more at chosen phases (below)
 
 // Starts the writer; returns its pid and the last epoch it found, once the
-// store is open.
-pid_t StartWriter(const std::string& dir, int64_t* last_epoch) {
+// store is open. With a phase, also waits until the writer paused there and
+// sets *appended to the last epoch whose append had returned.
+pid_t StartWriter(const std::string& dir, int64_t* last_epoch,
+                  const std::string& phase = "", int n = 0,
+                  int64_t* appended = nullptr) {
   int fds[2];
   EXPECT_EQ(pipe(fds), 0);
+  const std::string count = std::to_string(n);
   pid_t pid = fork();
   if (pid == 0) {
     dup2(fds[1], STDOUT_FILENO);
     close(fds[0]);
     close(fds[1]);
-    execl(POSTTRAIN_CRASH_WRITER, POSTTRAIN_CRASH_WRITER, dir.c_str(),
-          static_cast<char*>(nullptr));
+    if (phase.empty()) {
+      execl(POSTTRAIN_CRASH_WRITER, POSTTRAIN_CRASH_WRITER, dir.c_str(),
+            static_cast<char*>(nullptr));
+    } else {
+      execl(POSTTRAIN_CRASH_WRITER, POSTTRAIN_CRASH_WRITER, dir.c_str(),
+            phase.c_str(), count.c_str(), static_cast<char*>(nullptr));
+    }
     _exit(127);
   }
   close(fds[1]);
   FILE* out = fdopen(fds[0], "r");
   long long last = -2;
   EXPECT_EQ(fscanf(out, "ready %lld", &last), 1);
+  if (appended != nullptr) {
+    long long a = -2;
+    EXPECT_EQ(fscanf(out, " paused %lld", &a), 1) << phase << " " << n;
+    *appended = a;
+  }
   fclose(out);
   *last_epoch = last;
   return pid;
+}
+
+// The store after a kill: opens, verifies, every epoch bit for bit,
+// retention held, and at least `committed` is there.
+void CheckAfterKill(const std::string& dir, int64_t committed,
+                    const std::string& what) {
+  auto store = HistoryStore::OpenReadOnly(dir);
+  ASSERT_TRUE(store.ok()) << what << ": " << store.status();
+  ASSERT_TRUE((*store)->Verify().ok()) << what;
+  const auto epochs = (*store)->Epochs();
+  for (const auto& e : epochs) {
+    auto state = (*store)->ReadEpoch(e.epoch());
+    ASSERT_TRUE(state.ok()) << what << ": " << state.status();
+    ASSERT_EQ(
+        testing::DiffStates(*state, testing::SyntheticState(e.epoch(), 4)), "")
+        << what << " epoch " << e.epoch();
+  }
+  EXPECT_GE((*store)->last_epoch(), committed) << what;
+  EXPECT_LE(epochs.size(), 6u) << what;
+}
+
+// Kills placed by the writer's pausing Env: 5 in each phase of an append
+// (blob write, manifest commit, retention drop, the post-trainer's store),
+// at seeded call counts.
+TEST(HistoryCrash, SigkillInEveryPhaseLosesNoCommittedEpoch) {
+  std::mt19937 rng(20261202);
+  std::uniform_int_distribution<int> nth(1, 12);
+  std::map<std::string, int> kills;
+  for (const char* phase : {"blob", "manifest", "drop", "posttrain"}) {
+    const std::string dir = testing::MakeTempDir(std::string("phase_") + phase);
+    for (int i = 0; i < 5; ++i) {
+      const int n = nth(rng);
+      int64_t found_last = -2, appended = -2;
+      pid_t pid = StartWriter(dir, &found_last, phase, n, &appended);
+      ASSERT_GT(pid, 0);
+      ASSERT_EQ(kill(pid, SIGKILL), 0);
+      int wstatus = 0;
+      ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+      ASSERT_TRUE(WIFSIGNALED(wstatus)) << phase << " " << n;
+      ++kills[phase];
+      CheckAfterKill(dir, appended,
+                     absl::StrCat(phase, " kill ", i, " (call ", n, ")"));
+    }
+  }
+  for (const auto& [phase, k] : kills) EXPECT_EQ(k, 5) << phase;
 }
 
 TEST(HistoryCrash, SigkillAtRandomPointsLosesNoCommittedEpoch) {

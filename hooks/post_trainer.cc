@@ -4,10 +4,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/module_state.h"
 #include "common/status.h"
 #include "common/torch_status.h"
@@ -63,14 +66,60 @@ std::string SettingsJson(const PipelineResult& r, const PostTrainTask& task) {
   return j + "}";
 }
 
+// "epoch 3 loss" for every non-finite metric of a training epoch: recorded
+// as given, and flagged in the report.
+std::vector<std::string> NonFiniteMetrics(const HistoryStore& store) {
+  std::vector<std::string> out;
+  for (const pb::EpochEntry& e : store.Epochs()) {
+    if (e.metrics().contains(kPostTrainMetric)) continue;
+    std::vector<std::string> names;
+    for (const auto& [k, v] : e.metrics()) {
+      if (!std::isfinite(v)) names.push_back(k);
+    }
+    std::sort(names.begin(), names.end());
+    for (const std::string& k : names) {
+      out.push_back(absl::StrCat("epoch ", e.epoch(), " ", k));
+    }
+  }
+  return out;
+}
+
+// The phase refuses a model holding NaN or infinite weights: tuning from
+// them is meaningless, and the error names the first such tensor.
+absl::Status CheckFinite(const torch::nn::Module& model) {
+  PT_ASSIGN_OR_RETURN(NamedTensors state, CopyModuleState(model));
+  absl::Status status;
+  PT_RETURN_IF_ERROR(CallTorch("checking the model's weights", [&] {
+    for (const NamedTensor& t : state) {
+      if (!t.tensor.is_floating_point()) continue;
+      const at::Tensor bad = torch::isfinite(t.tensor).logical_not();
+      if (!bad.any().item<bool>()) continue;
+      const int64_t first = bad.flatten().nonzero()[0][0].item<int64_t>();
+      status = absl::InvalidArgumentError(
+          absl::StrCat("PostTrainer: the phase did not run: tensor '", t.name,
+                       "' of the model holds ", bad.sum().item<int64_t>(),
+                       " NaN or infinite value(s) (first at flat index ", first,
+                       "); nothing was tuned or stored"));
+      return;
+    }
+  }));
+  return status;
+}
+
 std::string ReportJson(const PipelineResult& r, const PostTrainTask& task,
-                       int64_t stored_epoch) {
+                       int64_t stored_epoch,
+                       const std::vector<std::string>& nonfinite) {
   const TuneReport& t = r.tune;
   std::string j = "{\n";
   absl::StrAppend(&j, "  \"task\": ", JsonQuote(r.task), ",\n");
   absl::StrAppend(&j, "  \"accepted\": ", Bool(t.accepted),
                   ",\n  \"reason\": ", JsonQuote(t.reason), ",\n");
   absl::StrAppend(&j, "  \"stored_epoch\": ", stored_epoch, ",\n");
+  j += "  \"nonfinite_metrics\": [";
+  for (size_t i = 0; i < nonfinite.size(); ++i) {
+    absl::StrAppend(&j, i ? ", " : "", JsonQuote(nonfinite[i]));
+  }
+  j += "],\n";
   absl::StrAppend(&j, "  \"parameters\": ", SettingsJson(r, task), ",\n");
   j += "  \"augmentation\": {";
   bool first = true;
@@ -104,9 +153,15 @@ std::string ReportJson(const PipelineResult& r, const PostTrainTask& task,
   return j;
 }
 
-std::string ReportMarkdown(const PipelineResult& r) {
+std::string ReportMarkdown(const PipelineResult& r,
+                           const std::vector<std::string>& nonfinite) {
   const TuneReport& t = r.tune;
   std::string m = absl::StrCat("# posttrain report: ", r.task, "\n\n");
+  if (!nonfinite.empty()) {
+    absl::StrAppend(&m, "**Warning:** non-finite training metrics (",
+                    absl::StrJoin(nonfinite, ", "),
+                    "); they are stored as given.\n\n");
+  }
   absl::StrAppend(
       &m, t.accepted
               ? "The tuned model passed the accuracy guard and "
@@ -253,6 +308,8 @@ absl::Status PostTrainer::OnTrainEnd() {
         "store (",
         flushed.message(), ")"));
   }
+  // Before the comparison with the history: NaN never equals itself.
+  PT_RETURN_IF_ERROR(CheckFinite(*model_));
   {
     absl::Status newest = CheckNewestEpoch(*store);
     if (!newest.ok() && !flushed.ok()) {
@@ -261,6 +318,7 @@ absl::Status PostTrainer::OnTrainEnd() {
     }
     PT_RETURN_IF_ERROR(newest);
   }
+  const std::vector<std::string> nonfinite = NonFiniteMetrics(*store);
   const Profile* profile = nullptr;
   if (profiler_ != nullptr) {
     // All-reduced and saved once, whatever the order of the list. Without
@@ -297,8 +355,8 @@ absl::Status PostTrainer::OnTrainEnd() {
   }
   const std::string dir =
       options_.report_dir.empty() ? store->dir() : options_.report_dir;
-  markdown_ = ReportMarkdown(r);
-  const std::string json = ReportJson(r, *task_, stored_epoch_);
+  markdown_ = ReportMarkdown(r, nonfinite);
+  const std::string json = ReportJson(r, *task_, stored_epoch_, nonfinite);
   const std::string context =
       absl::StrCat("PostTrainer (", applied, "): writing the reports to ", dir);
   PT_RETURN_IF_ERROR(

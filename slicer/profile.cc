@@ -240,12 +240,21 @@ absl::StatusOr<Profile> Profile::FromProto(const pb::Profile& proto) {
       return absl::InvalidArgumentError(
           absl::StrCat("profile point '", point.layer(), "' has no features"));
     }
+    // Every feature needs a stored sum: a count beyond them is not
+    // trusted (nor summed, which could overflow).
+    if (point.features() > proto.sums_size() - p.total_features_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "profile point '", point.layer(), "' declares ", point.features(),
+          " features; the profile holds ", proto.sums_size(), " sums"));
+    }
     p.points_.push_back(point);
     p.offset_.push_back(p.total_features_);
     p.total_features_ += point.features();
   }
-  const int64_t rows = 1 + p.num_criteria_;
-  if (proto.sums_size() != rows * p.total_features_ ||
+  const int64_t rows = 1 + static_cast<int64_t>(p.num_criteria_);
+  // total_features_ <= sums_size() (above), so the product fits.
+  if (rows > proto.sums_size() ||
+      proto.sums_size() != rows * p.total_features_ ||
       proto.counts_size() != rows) {
     return absl::InvalidArgumentError(absl::StrCat(
         "profile holds ", proto.sums_size(), " sums and ", proto.counts_size(),

@@ -125,6 +125,16 @@ TEST(Profile, BadInputsGiveClearErrors) {
   proto = p->ToProto();
   proto.set_version(5);
   EXPECT_FALSE(Profile::FromProto(proto).ok());
+  // Declared sizes beyond the stored sums (which summed would overflow).
+  proto = p->ToProto();
+  proto.mutable_points(0)->set_features(std::numeric_limits<int64_t>::max());
+  auto huge = Profile::FromProto(proto);
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(huge.status().message(), "point '0'"))
+      << huge.status();
+  proto = p->ToProto();
+  proto.set_num_criteria(std::numeric_limits<int32_t>::max());
+  EXPECT_FALSE(Profile::FromProto(proto).ok());
   // Merging a profile of another model.
   nn::Sequential other(nn::Flatten(), nn::Linear(64, 3));
   auto other_view = ModelView::Create(other);

@@ -485,14 +485,20 @@ absl::StatusOr<Slice> SliceFromProto(const pb::SliceProto& proto) {
       return absl::InvalidArgumentError(
           absl::StrCat("slice of layer '", p.layer(), "': ", what));
     };
+    // Each dimension is at most the stored element count, so products of
+    // two fit in int64; the weight's is checked factor by factor.
     if (p.counts_shape_size() != 2 || p.counts_shape(0) <= 0 ||
-        p.counts_shape(1) <= 0 ||
+        p.counts_shape(1) <= 0 || p.counts_shape(0) > p.counts_size() ||
+        p.counts_shape(1) > p.counts_size() ||
         p.counts_size() != p.counts_shape(0) * p.counts_shape(1)) {
       return bad("counts do not match their shape");
     }
+    const int64_t mask_bytes = static_cast<int64_t>(p.synapse_mask().size());
     int64_t weight_numel = 1;
     for (int64_t d : p.weight_shape()) {
-      if (d <= 0 || d > (int64_t{1} << 32)) return bad("invalid weight shape");
+      if (d <= 0 || d > mask_bytes || weight_numel > mask_bytes / d) {
+        return bad("invalid weight shape");
+      }
       weight_numel *= d;
     }
     if (p.weight_shape_size() < 2 || p.weight_shape(0) != p.counts_shape(0) ||

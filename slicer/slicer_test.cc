@@ -320,6 +320,17 @@ TEST(Slicer, SelectsTheTopQPercentWithTiesToTheLowerIndex) {
   auto rejected = SliceFromProto(broken);
   EXPECT_TRUE(absl::StrContains(rejected.status().message(), "layer '2'"))
       << rejected.status();
+  // A weight shape whose product overflows int64 is rejected, not
+  // multiplied.
+  broken = SliceToProto(*slice, 3, 50.0);
+  broken.mutable_layers(0)->clear_weight_shape();
+  for (int i = 0; i < 3; ++i) {
+    broken.mutable_layers(0)->add_weight_shape(int64_t{1} << 32);
+  }
+  rejected = SliceFromProto(broken);
+  EXPECT_TRUE(
+      absl::StrContains(rejected.status().message(), "invalid weight shape"))
+      << rejected.status();
   auto all = SelectKeySynapses(*view, counts, {100.0});
   EXPECT_TRUE(all->layers[1].synapse_mask.all().item<bool>());
   for (double q : {0.0, -5.0, 100.5}) {

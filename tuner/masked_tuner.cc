@@ -9,6 +9,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/model_spec.h"
 #include "common/module_state.h"
 #include "common/status.h"
@@ -34,20 +35,38 @@ absl::StatusOr<double> ClassifierAccuracy(const torch::nn::Sequential& model,
   }
   int64_t correct = 0;
   const int64_t n = data.inputs.size(0);
-  PT_RETURN_IF_ERROR(CallTorch("computing accuracy", [&] {
-    torch::NoGradGuard no_grad;
-    torch::nn::Sequential m = model;
-    EvalModeGuard eval(*m);
-    at::Device device(torch::kCPU);
-    if (!m->parameters().empty()) device = m->parameters()[0].device();
-    const at::Tensor labels = data.labels.reshape({-1}).cpu();
-    for (int64_t b = 0; b < n; b += 1000) {
-      const int64_t len = std::min<int64_t>(1000, n - b);
-      at::Tensor pred =
-          m->forward(data.inputs.narrow(0, b, len).to(device)).argmax(1).cpu();
-      correct += pred.eq(labels.narrow(0, b, len)).sum().item<int64_t>();
-    }
-  }));
+  // A label the model cannot predict would silently count as wrong.
+  absl::Status labels_ok;
+  PT_RETURN_IF_ERROR(CallTorch(
+      absl::StrCat("computing accuracy on inputs [",
+                   absl::StrJoin(data.inputs.sizes(), ", "), "]"),
+      [&] {
+        torch::NoGradGuard no_grad;
+        torch::nn::Sequential m = model;
+        EvalModeGuard eval(*m);
+        at::Device device(torch::kCPU);
+        if (!m->parameters().empty()) device = m->parameters()[0].device();
+        const at::Tensor labels = data.labels.reshape({-1}).cpu();
+        const int64_t lo = labels.min().item<int64_t>();
+        const int64_t hi = labels.max().item<int64_t>();
+        for (int64_t b = 0; b < n; b += 1000) {
+          const int64_t len = std::min<int64_t>(1000, n - b);
+          at::Tensor logits =
+              m->forward(data.inputs.narrow(0, b, len).to(device));
+          if (lo < 0 || hi >= logits.size(-1)) {
+            labels_ok = absl::InvalidArgumentError(absl::StrCat(
+                "accuracy: labels out of range: label ", lo < 0 ? lo : hi,
+                " but the model has ", logits.size(-1), " outputs"));
+            return;
+          }
+          correct += logits.argmax(1)
+                         .cpu()
+                         .eq(labels.narrow(0, b, len))
+                         .sum()
+                         .item<int64_t>();
+        }
+      }));
+  PT_RETURN_IF_ERROR(labels_ok);
   return static_cast<double>(correct) / static_cast<double>(n);
 }
 
