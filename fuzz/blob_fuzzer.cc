@@ -38,12 +38,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return new posttrain::NamedTensors(*std::move(state));
   }();
   const absl::string_view bytes(reinterpret_cast<const char*>(data), size);
-  auto header = posttrain::ParseBlobHeader(bytes, kName, 2);
-  if (!header.ok()) {
+  // The seeds hold epochs 0..2 (keyframes and deltas); the header must name
+  // the epoch asked for.
+  absl::StatusOr<posttrain::pb::BlobHeader> header;
+  for (int64_t epoch = 0; epoch < 3; ++epoch) {
+    header = posttrain::ParseBlobHeader(bytes, kName, epoch);
+    if (header.ok()) break;
     if (header.status().message().find(kName) == std::string::npos) {
       __builtin_trap();
     }
-    return 0;
+  }
+  if (!header.ok()) return 0;
+  // A record may declare up to kMaxTensorBytes once decoded, which the
+  // reader allocates before decompressing (the size is bounded, not
+  // trusted to be small); the fuzzer tests parsing and decoding, not the
+  // allocator, so it skips more than 16 MiB.
+  constexpr uint64_t kLimit = uint64_t{16} << 20;
+  uint64_t declared = 0;
+  for (const auto& r : header->tensors()) {
+    if (r.raw_size() > kLimit || (declared += r.raw_size()) > kLimit) return 0;
   }
   Decode(bytes, *header, {});
   posttrain::NamedTensors copy;

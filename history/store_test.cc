@@ -685,12 +685,8 @@ struct Scenario {
     for (int64_t e : visible) {
       auto state = (*reader)->ReadEpoch(e);
       if (!state.ok()) return state.status().ToString();
-      for (size_t i = 0; i < state->size(); ++i) {
-        if (!torch::equal((*state)[i].tensor, truth[e][i].tensor)) {
-          return absl::StrCat("epoch ", e, " tensor ", (*state)[i].name,
-                              " differs");
-        }
-      }
+      const std::string diff = testing::DiffStates(*state, truth[e]);
+      if (!diff.empty()) return absl::StrCat("epoch ", e, ": ", diff);
     }
     return "";
   }

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "common/module_state.h"
 #include "common/status.h"
 #include "common/torch_status.h"
@@ -86,7 +87,8 @@ std::vector<std::string> NonFiniteMetrics(const HistoryStore& store) {
 
 // The phase refuses a model holding NaN or infinite weights: tuning from
 // them is meaningless, and the error names the first such tensor.
-absl::Status CheckFinite(const torch::nn::Module& model) {
+absl::Status CheckFinite(const torch::nn::Module& model,
+                         absl::string_view prefix, absl::string_view suffix) {
   PT_ASSIGN_OR_RETURN(NamedTensors state, CopyModuleState(model));
   absl::Status status;
   PT_RETURN_IF_ERROR(CallTorch("checking the model's weights", [&] {
@@ -96,10 +98,10 @@ absl::Status CheckFinite(const torch::nn::Module& model) {
       if (!bad.any().item<bool>()) continue;
       const int64_t first = bad.flatten().nonzero()[0][0].item<int64_t>();
       status = absl::InvalidArgumentError(
-          absl::StrCat("PostTrainer: the phase did not run: tensor '", t.name,
-                       "' of the model holds ", bad.sum().item<int64_t>(),
+          absl::StrCat(prefix, ": tensor '", t.name, "' of the model holds ",
+                       bad.sum().item<int64_t>(),
                        " NaN or infinite value(s) (first at flat index ", first,
-                       "); nothing was tuned or stored"));
+                       ")", suffix));
       return;
     }
   }));
@@ -309,7 +311,8 @@ absl::Status PostTrainer::OnTrainEnd() {
         flushed.message(), ")"));
   }
   // Before the comparison with the history: NaN never equals itself.
-  PT_RETURN_IF_ERROR(CheckFinite(*model_));
+  PT_RETURN_IF_ERROR(CheckFinite(*model_, "PostTrainer: the phase did not run",
+                                 "; nothing was tuned or stored"));
   {
     absl::Status newest = CheckNewestEpoch(*store);
     if (!newest.ok() && !flushed.ok()) {
@@ -340,6 +343,13 @@ absl::Status PostTrainer::OnTrainEnd() {
   const std::string applied = r.tune.accepted
                                   ? "the model holds the tuned weights"
                                   : "the model is unchanged";
+  if (r.tune.accepted) {
+    // A tuned model that diverged is never stored (argmax ranks NaN first,
+    // so the guard alone does not catch it).
+    PT_RETURN_IF_ERROR(CheckFinite(
+        *model_, "PostTrainer: the tuned model (in the model now) diverged",
+        "; it was not stored"));
+  }
   if (r.tune.accepted && options_.store_improved) {
     EpochMetadata meta;
     meta.epoch = store->last_epoch() + 1;

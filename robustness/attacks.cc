@@ -491,7 +491,13 @@ absl::StatusOr<at::Tensor> Jsma(const torch::nn::Sequential& model,
         // Features that can still move in θ's direction.
         at::Tensor domain = o.theta > 0 ? adv < 1 : adv > 0;
         at::Tensor active = torch::ones({b}, t.options().dtype(at::kBool));
-        const at::Tensor eye = torch::eye(n, x.options().dtype(at::kBool));
+        // The loop handles float and double; other types (half) and GPUs
+        // use the matrix search, 32 inputs at a time (three B·n² matrices).
+        const bool matrix =
+            o.pair_matrix || !x.device().is_cpu() ||
+            (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble);
+        const at::Tensor eye =
+            matrix ? torch::eye(n, x.options().dtype(at::kBool)) : at::Tensor();
         const at::Tensor t1 = t.unsqueeze(1);
         const float neg_inf = -std::numeric_limits<float>::infinity();
         for (int64_t it = 0; it < max_iters; ++it) {
@@ -515,20 +521,30 @@ absl::StatusOr<at::Tensor> Jsma(const torch::nn::Sequential& model,
           const at::Tensor doth =
               (ga[0].defined() ? ga[0] : torch::zeros_like(adv)) - dt;
           at::Tensor p, q, go;
-          if (o.pair_matrix || !dt.device().is_cpu()) {
-            // Pair sums [B, n, n].
-            const at::Tensor alpha = dt.unsqueeze(2) + dt.unsqueeze(1);
-            const at::Tensor beta = doth.unsqueeze(2) + doth.unsqueeze(1);
-            at::Tensor ok = domain.unsqueeze(2) & domain.unsqueeze(1) &
-                            eye.logical_not().unsqueeze(0);
-            ok = o.theta > 0 ? ok & (alpha > 0) & (beta < 0)
-                             : ok & (alpha < 0) & (beta > 0);
-            const at::Tensor score = torch::where(
-                ok, -alpha * beta, torch::full({}, neg_inf, alpha.options()));
-            const auto [best, idx] = score.view({b, n * n}).max(1);
-            go = active & best.gt(neg_inf);
-            p = idx.div(n, "floor");
-            q = idx.remainder(n);
+          if (matrix) {
+            std::vector<at::Tensor> ps, qs, gos;
+            for (int64_t c = 0; c < b; c += 32) {
+              const int64_t len = std::min<int64_t>(32, b - c);
+              const at::Tensor dtc = dt.narrow(0, c, len);
+              const at::Tensor dotc = doth.narrow(0, c, len);
+              const at::Tensor domc = domain.narrow(0, c, len);
+              // Pair sums [len, n, n].
+              const at::Tensor alpha = dtc.unsqueeze(2) + dtc.unsqueeze(1);
+              const at::Tensor beta = dotc.unsqueeze(2) + dotc.unsqueeze(1);
+              at::Tensor ok = domc.unsqueeze(2) & domc.unsqueeze(1) &
+                              eye.logical_not().unsqueeze(0);
+              ok = o.theta > 0 ? ok & (alpha > 0) & (beta < 0)
+                               : ok & (alpha < 0) & (beta > 0);
+              const at::Tensor score = torch::where(
+                  ok, -alpha * beta, torch::full({}, neg_inf, alpha.options()));
+              const auto [best, idx] = score.view({len, n * n}).max(1);
+              gos.push_back(active.narrow(0, c, len) & best.gt(neg_inf));
+              ps.push_back(idx.div(n, "floor"));
+              qs.push_back(idx.remainder(n));
+            }
+            p = torch::cat(ps);
+            q = torch::cat(qs);
+            go = torch::cat(gos);
           } else {
             BestPairsCpu(dt, doth, domain, active, o.theta > 0, &p, &q, &go);
           }
@@ -536,10 +552,13 @@ absl::StatusOr<at::Tensor> Jsma(const torch::nn::Sequential& model,
           const at::Tensor rows = torch::arange(b, p.options());
           const at::Tensor step =
               go.to(adv.scalar_type()) * static_cast<float>(o.theta);
-          at::Tensor vp = adv.index({rows, p}) + step;
-          at::Tensor vq = adv.index({rows, q}) + step;
-          adv.index_put_({rows, p}, vp.clamp(0, 1));
-          adv.index_put_({rows, q}, vq.clamp(0, 1));
+          // Rows that do not step are written back unchanged (not clamped:
+          // their p and q are placeholders).
+          const at::Tensor op = adv.index({rows, p}), oq = adv.index({rows, q});
+          adv.index_put_({rows, p},
+                         torch::where(go, (op + step).clamp(0, 1), op));
+          adv.index_put_({rows, q},
+                         torch::where(go, (oq + step).clamp(0, 1), oq));
           // Out of the domain once used (the step is never repeated).
           const at::Tensor keep = go.logical_not();
           domain.index_put_({rows, p}, domain.index({rows, p}) & keep);

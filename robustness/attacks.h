@@ -96,15 +96,15 @@ struct CwOptions {
 // 0; the signs swap for θ < 0), add θ to both (clipped to [0, 1]) and take
 // them out of the domain. Gradients are of the logits (as cleverhans).
 // Per-input state (domain, activity) lives in tensors: the batch runs as
-// one. On the CPU the pair search is a loop over each input's domain pairs
-// (no n² matrices, inputs in parallel); on a GPU it is the [B, n, n] pair
-// matrix. Both pick the same pair, so the attack is the same.
+// one. On the CPU (float and double) the pair search is a loop over each
+// input's domain pairs (no n² matrices, inputs in parallel); on a GPU, and
+// for other types, it is the pair matrix, 32 inputs at a time (three
+// [32, n, n] matrices). Both pick the same pair, so the attack is the same.
 struct JsmaOptions {
   double theta = 1.0;
   double gamma = 0.1;  // largest share of features changed
   int64_t batch_size = 256;
-  // Force the [B, n, n] matrix search on the CPU too (for tests; it holds
-  // three B·n² matrices).
+  // Force the matrix search on the CPU too (for tests).
   bool pair_matrix = false;
   std::string Describe() const;
 };

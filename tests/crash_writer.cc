@@ -29,6 +29,8 @@ namespace {
 
 int64_t g_last_appended = -1;
 bool g_posttrain_append = false;
+bool g_opened =
+    false;  // calls inside Open (its first MANIFEST, leftovers) do not count
 
 // Pauses the process at the N-th call of a phase.
 class PausingEnv : public posttrain::FaultInjectionEnv {
@@ -65,7 +67,7 @@ class PausingEnv : public posttrain::FaultInjectionEnv {
 
  private:
   void Hit(const std::string& what) {
-    if (++count_ < n_) return;
+    if (!g_opened || ++count_ < n_) return;
     std::printf("paused %lld %s\n", static_cast<long long>(g_last_appended),
                 what.c_str());
     std::fflush(stdout);
@@ -107,6 +109,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   g_last_appended = (*store)->last_epoch();
+  g_opened = true;
   std::printf("ready %lld\n", static_cast<long long>(g_last_appended));
   std::fflush(stdout);
   for (int64_t e = (*store)->last_epoch() + 1; e < 1000000; ++e) {
