@@ -71,7 +71,7 @@ TEST(Cli, ListsVerifiesAndReportsDamage) {
   EXPECT_EQ(gc.exit_code, 0) << gc.output;
   EXPECT_FALSE(Env::Default()->FileExists(JoinPath(dir, "MANIFEST.tmp")));
   EXPECT_EQ(RunTool("history frobnicate " + dir).exit_code, 2);
-  EXPECT_EQ(RunTool("history ls " + dir + "/missing").exit_code, 1);
+  EXPECT_EQ(RunTool("history ls " + dir + "/missing").exit_code, 2);
 }
 
 }  // namespace
