@@ -2,11 +2,14 @@
 # Installs the Debian 12 packages posttrain needs, if any are missing.
 #   scripts/install_deps.sh [--with-data]
 # --with-data adds dataset-fashion-mnist (for the example and benchmarks).
+# chromium renders the report in tests/report_browser_test.cc (skipped
+# without it).
 set -euo pipefail
 
 packages=(build-essential cmake ccache pkg-config libtorch-dev libabsl-dev
           libprotobuf-dev protobuf-compiler libgtest-dev libgmock-dev
-          libbenchmark-dev libzstd-dev zlib1g-dev libopenblas0-openmp)
+          libbenchmark-dev libzstd-dev zlib1g-dev libopenblas0-openmp
+          chromium)
 if [[ "${1:-}" == "--with-data" ]]; then
   packages+=(dataset-fashion-mnist)
 fi

@@ -120,9 +120,10 @@ std::string BarChart(const std::string& name, const std::string& title,
   if (hi - lo <= 0) hi = lo + 1;
   const int groups = static_cast<int>(labels.size());
   const int per = static_cast<int>(series.size());
-  const double bar = 16, gap = 14, left = 60, top = 30, plot_h = 200;
+  const double bar = 16, gap = 14, left = 60, top = 50, plot_h = 200;
   const double width =
-      std::max(360.0, left + groups * (per * bar + gap) + gap + 20);
+      std::max(std::max(480.0, left + 7.5 * static_cast<double>(title.size())),
+               left + groups * (per * bar + gap) + gap + 20);
   const double height = top + plot_h + 130;
   auto y = [&](double v) { return top + plot_h * (hi - v) / (hi - lo); };
   std::string s = absl::StrFormat(
@@ -173,14 +174,14 @@ std::string BarChart(const std::string& name, const std::string& title,
         "transform=\"rotate(-40 %.1f %.1f)\">%s</text>\n",
         cx, ly, cx, ly, Html(labels[g]));
   }
-  // Legend.
+  // Legend, one row under the title.
   for (int k = 0; k < per; ++k) {
     absl::StrAppendFormat(&s,
-                          "<rect x=\"%.0f\" y=\"%.0f\" width=\"10\" "
+                          "<rect x=\"%.0f\" y=\"26\" width=\"10\" "
                           "height=\"10\" fill=\"%s\"/><text x=\"%.0f\" "
-                          "y=\"%.0f\" font-size=\"11\">%s</text>\n",
-                          width - 110, 8.0 + 14 * k, colors[k], width - 96,
-                          17.0 + 14 * k, Html(series_names[k]));
+                          "y=\"35\" font-size=\"11\">%s</text>\n",
+                          left + 90.0 * k, colors[k], left + 14 + 90.0 * k,
+                          Html(series_names[k]));
   }
   return s + "</svg>\n";
 }
