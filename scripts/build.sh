@@ -5,6 +5,8 @@
 #   scripts/build.sh          everything: library, tools, tests, benchmarks
 #   scripts/build.sh --main   only what the main job runs: the library and
 #                             the example (no tests, benchmarks or tools)
+#   scripts/build.sh --nightly  the library, the posttrain tool and the
+#                             example (examples/nightly.sh)
 # Environment: BUILD_DIR (default build), JOBS (default: nproc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,13 +15,17 @@ build_dir=${BUILD_DIR:-build}
 jobs=${JOBS:-$(nproc)}
 prefix="$PWD/$build_dir/install"
 all=ON
+tools=ON
 if [[ "${1:-}" == "--main" ]]; then
+  all=OFF
+  tools=OFF
+elif [[ "${1:-}" == "--nightly" ]]; then
   all=OFF
 fi
 
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_INSTALL_PREFIX="$prefix" -DPOSTTRAIN_BUILD_TESTS=$all \
-  -DPOSTTRAIN_BUILD_BENCH=$all -DPOSTTRAIN_BUILD_TOOLS=$all >/dev/null
+  -DPOSTTRAIN_BUILD_BENCH=$all -DPOSTTRAIN_BUILD_TOOLS=$tools >/dev/null
 cmake --build "$build_dir" -j "$jobs"
 cmake --install "$build_dir" >/dev/null
 
