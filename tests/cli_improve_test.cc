@@ -248,6 +248,25 @@ TEST(CliImprove, RobustnessWritesTheRunAndIsNotRedone) {
   EXPECT_TRUE(std::filesystem::exists(out + "/report.html"));
 }
 
+TEST(CliImprove, AGuardRejectionExits1AndKeepsTheOriginalModel) {
+  const std::string out = testing::MakeTempDir("reject") + "/run";
+  // A learning rate this large wrecks the tuned model: the guard refuses it.
+  Result r = Tool(ImproveArgs(out) + " --lrs=50 --attacks=none");
+  ASSERT_EQ(r.exit_code, 1) << r.err;
+  auto run = ReadRunReport(out);
+  ASSERT_TRUE(run.ok());
+  EXPECT_FALSE(run->accepted());
+  EXPECT_FALSE(run->reason().empty());
+  EXPECT_TRUE(
+      absl::StrContains(testing::ReadFileBytes(out + "/report.md"),
+                        "The accuracy guard kept the original model (exit 1)"));
+  auto file = ReadSafetensors(out + "/model.safetensors");
+  ASSERT_TRUE(file.ok());
+  auto store = HistoryStore::OpenReadOnly(Data().store);
+  auto original = (*store)->ReadEpoch(3);
+  EXPECT_EQ(testing::DiffStates(file->state, *original), "");
+}
+
 TEST(CliImprove, KilledAnywhereThenRerunEndsAsAnUninterruptedRun) {
   const std::string dir = testing::MakeTempDir("kill");
   const std::string ref = dir + "/reference";
@@ -267,10 +286,13 @@ TEST(CliImprove, KilledAnywhereThenRerunEndsAsAnUninterruptedRun) {
     EXPECT_EQ(killed.exit_code, 128 + 9) << killed.err;
     EXPECT_FALSE(std::filesystem::exists(out)) << "a killed run left " << out;
     EXPECT_TRUE(std::filesystem::exists(out + ".partial"));
+    // Nothing of the killed run may end up in the finished one.
+    testing::WriteFileBytes(out + ".partial/left-by-the-killed-run", "x");
     Result rerun = Tool(ImproveArgs(out));
     EXPECT_EQ(rerun.exit_code, r.exit_code) << rerun.err;
     EXPECT_TRUE(absl::StrContains(rerun.err, "interrupted run")) << rerun.err;
     EXPECT_EQ(Outcome(out), expected);
+    EXPECT_FALSE(std::filesystem::exists(out + "/left-by-the-killed-run"));
     EXPECT_FALSE(std::filesystem::exists(out + ".partial"));
   }
 }
