@@ -15,6 +15,8 @@
 # Environment: BUILD_DIR (default build), DATA (the IDX directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Every failure says what failed (a damaged store, an export mismatch, ...).
+trap 'rc=$?; echo "NIGHTLY FAILED: \"$BASH_COMMAND\" exited $rc" >&2' ERR
 
 build=${BUILD_DIR:-build}
 store=${1:-runs/fashion_mnist/history}
@@ -35,12 +37,14 @@ fi
 echo "== posttrain improve"
 mkdir -p "$(dirname "$run")"
 set +e
+trap - ERR
 "$tool" improve --store="$store" --task=robustness --data="$data" \
   --mine_inputs=10000 --slice_inputs=10000 --lrs=1e-4 --tune_epochs=10 \
   --attacks=fgsm,pgd --epsilons=0.02,0.05,0.1 --attack_size=1000 \
   --threads=2 --out="$run"
 code=$?
 set -e
+trap 'rc=$?; echo "NIGHTLY FAILED: \"$BASH_COMMAND\" exited $rc" >&2' ERR
 if ((code != 0 && code != 1)); then
   echo "NIGHTLY FAILED: posttrain improve exited $code" >&2
   exit "$code"
@@ -51,7 +55,7 @@ test_set="$data/t10k-images-idx3-ubyte.gz,$data/t10k-labels-idx1-ubyte.gz"
 "$tool" eval --model="$run" --data="$test_set" --attacks=fgsm \
   --epsilons=0.1 --attack_size=1000 --predictions="$run/predictions.txt" \
   --json >"$run/eval.json"
-grep -E '"(accuracy|robust_accuracy)"' "$run/eval.json" | head -3
+grep -m 2 -E '"(accuracy|robust_accuracy)"' "$run/eval.json" || true
 
 echo "== posttrain report"
 "$tool" report "$run"

@@ -4,6 +4,7 @@
 // as a child process, as in a nightly job.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
@@ -17,21 +18,25 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/model_spec.h"
 #include "common/model_view.h"
 #include "common/module_state.h"
 #include "fairness/tabular.h"
 #include "fairness/tabular_schema.h"
+#include "google/protobuf/util/json_util.h"
 #include "history/store.h"
 #include "robustness/fashion_mnist.h"
 #include "slicer/profile.h"
 #include "tests/test_util.h"
 #include "tools/export.h"
 #include "tools/report.h"
+#include "tools/run.pb.h"
 
 namespace posttrain {
 namespace {
@@ -53,6 +58,13 @@ Result Tool(const std::string& args, const std::string& env = "") {
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   r.out = testing::ReadFileBytes(base + ".out");
   r.err = testing::ReadFileBytes(base + ".err");
+  return r;
+}
+
+pb::EvalResult ParseEval(const std::string& json) {
+  pb::EvalResult r;
+  const auto st = google::protobuf::util::JsonStringToMessage(json, &r);
+  EXPECT_TRUE(st.ok()) << st.ToString() << "\n" << json;
   return r;
 }
 
@@ -178,6 +190,15 @@ std::string ImproveArgs(const std::string& out) {
                       out);
 }
 
+std::string FairnessArgs(const std::string& out) {
+  return absl::StrCat("improve --store=", Data().tab_store,
+                      " --task=fairness --data=", POSTTRAIN_TABULAR_DIR,
+                      "/german --schema=", POSTTRAIN_SCHEMA_DIR,
+                      "/german.schema --lrs=1e-3 --tune_epochs=3 --pairs=400 "
+                      "--guard_pairs=200 --threads=1 --out=",
+                      out);
+}
+
 // The result of a run: the model's bytes and the figures that matter.
 std::string Outcome(const std::string& dir) {
   auto run = ReadRunReport(dir);
@@ -225,9 +246,8 @@ TEST(CliImprove, RobustnessWritesTheRunAndIsNotRedone) {
   Result eval = Tool(absl::StrCat("eval --model=", out, " --data=", Data().test,
                                   " --attacks=none --json"));
   ASSERT_EQ(eval.exit_code, 0) << eval.err;
-  EXPECT_TRUE(absl::StrContains(
-      eval.out, absl::StrCat("\"accuracy\": ", run->after().accuracy())))
-      << eval.out << " vs " << run->after().accuracy();
+  EXPECT_DOUBLE_EQ(ParseEval(eval.out).accuracy(), run->after().accuracy());
+  EXPECT_EQ(ParseEval(eval.out).inputs(), 120);
 
   // Again with the same flags: not redone, same exit code.
   Result again = Tool(ImproveArgs(out));
@@ -290,11 +310,72 @@ TEST(CliImprove, KilledAnywhereThenRerunEndsAsAnUninterruptedRun) {
     testing::WriteFileBytes(out + ".partial/left-by-the-killed-run", "x");
     Result rerun = Tool(ImproveArgs(out));
     EXPECT_EQ(rerun.exit_code, r.exit_code) << rerun.err;
-    EXPECT_TRUE(absl::StrContains(rerun.err, "interrupted run")) << rerun.err;
+    EXPECT_TRUE(absl::StrContains(rerun.out, "interrupted run")) << rerun.out;
     EXPECT_EQ(Outcome(out), expected);
     EXPECT_FALSE(std::filesystem::exists(out + "/left-by-the-killed-run"));
     EXPECT_FALSE(std::filesystem::exists(out + ".partial"));
   }
+}
+
+TEST(CliImprove, FairnessKilledWhilePairingOrSlicingEndsAsUninterrupted) {
+  const std::string dir = testing::MakeTempDir("fairkill");
+  Result r = Tool(FairnessArgs(dir + "/reference"));
+  ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 1) << r.err;
+  for (const char* at : {"pairing:2", "slicing", "tuning"}) {
+    SCOPED_TRACE(at);
+    const std::string out = absl::StrCat(dir, "/", std::string(at, 4));
+    EXPECT_EQ(Tool(FairnessArgs(out), absl::StrCat("POSTTRAIN_CRASH_AT=", at))
+                  .exit_code,
+              128 + 9);
+    EXPECT_FALSE(std::filesystem::exists(out));
+    Result rerun = Tool(FairnessArgs(out));
+    EXPECT_EQ(rerun.exit_code, r.exit_code) << rerun.err;
+    EXPECT_EQ(Outcome(out), Outcome(dir + "/reference"));
+  }
+}
+
+// Two real runs: the first is stopped (SIGSTOP) while slicing, holding its
+// locks; a second on the same store, and one on another store into the
+// same run directory, both exit 2 naming the first; once the first is
+// killed, the store is free again.
+TEST(CliImprove, OverlappingRunsCannotBothWrite) {
+  const std::string dir = testing::MakeTempDir("overlap");
+  const std::string out = dir + "/run";
+  const std::string pidfile = dir + "/pid";
+  ASSERT_EQ(std::system(absl::StrCat("POSTTRAIN_CRASH_AT=slicing:1:stop ",
+                                     POSTTRAIN_CLI, " ", ImproveArgs(out),
+                                     " >/dev/null 2>&1 & echo $! >", pidfile)
+                            .c_str()),
+            0);
+  int pid = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(
+      absl::StripAsciiWhitespace(testing::ReadFileBytes(pidfile)), &pid));
+  // Wait until it has stopped (state T in /proc/PID/stat).
+  bool stopped = false;
+  for (int i = 0; i < 600 && !stopped; ++i) {
+    const std::string stat =
+        testing::ReadFileBytes(absl::StrCat("/proc/", pid, "/stat"));
+    const size_t paren = stat.rfind(')');
+    stopped = paren != std::string::npos && paren + 2 < stat.size() &&
+              stat[paren + 2] == 'T';
+    if (!stopped) ::usleep(100 * 1000);
+  }
+  ASSERT_TRUE(stopped) << "the first run never reached slicing";
+  const std::string holder = absl::StrCat("pid ", pid, " on ");
+  Result same_store = Tool(ImproveArgs(dir + "/other"));
+  EXPECT_EQ(same_store.exit_code, 2);
+  EXPECT_EQ(Lines(same_store.err), 1) << same_store.err;
+  EXPECT_TRUE(absl::StrContains(same_store.err, holder)) << same_store.err;
+  Result same_out = Tool(FairnessArgs(out));
+  EXPECT_EQ(same_out.exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(same_out.err, "run directory")) << same_out.err;
+  EXPECT_TRUE(absl::StrContains(same_out.err, holder)) << same_out.err;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/other"));
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  for (int i = 0; i < 100 && ::kill(pid, 0) == 0; ++i) ::usleep(50 * 1000);
+  Result after = Tool(ImproveArgs(out));
+  EXPECT_TRUE(after.exit_code == 0 || after.exit_code == 1) << after.err;
 }
 
 TEST(CliImprove, ASecondRunOnALockedStoreExits2NamingTheHolder) {
@@ -317,15 +398,9 @@ TEST(CliImprove, ASecondRunOnALockedStoreExits2NamingTheHolder) {
 
 TEST(CliImprove, FairnessWithoutAProfileSaysSoAndReportsFairness) {
   const std::string out = testing::MakeTempDir("fair") + "/run";
-  Result r =
-      Tool(absl::StrCat("improve --store=", Data().tab_store,
-                        " --task=fairness --data=", POSTTRAIN_TABULAR_DIR,
-                        "/german --schema=", POSTTRAIN_SCHEMA_DIR,
-                        "/german.schema --lrs=1e-3 --tune_epochs=3 --pairs=400 "
-                        "--guard_pairs=200 --threads=1 --out=",
-                        out));
+  Result r = Tool(FairnessArgs(out));
   ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 1) << r.err;
-  EXPECT_TRUE(absl::StrContains(r.err, "profiles the model offline")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "profiles the model offline")) << r.out;
   auto run = ReadRunReport(out);
   ASSERT_TRUE(run.ok());
   EXPECT_EQ(run->task(), "fmt");
@@ -343,9 +418,10 @@ TEST(CliImprove, FairnessWithoutAProfileSaysSoAndReportsFairness) {
       "eval --model=", out, "/model.safetensors --data=", POSTTRAIN_TABULAR_DIR,
       "/german --schema=", POSTTRAIN_SCHEMA_DIR, "/german.schema --json"));
   ASSERT_EQ(eval.exit_code, 0) << eval.err;
-  EXPECT_TRUE(absl::StrContains(
-      eval.out, absl::StrCat("\"spd\": ", run->after().fairness().spd())))
-      << eval.out;
+  const pb::EvalResult e = ParseEval(eval.out);
+  EXPECT_DOUBLE_EQ(e.fairness().spd(), run->after().fairness().spd());
+  EXPECT_DOUBLE_EQ(e.fairness().aaod(), run->after().fairness().aaod());
+  EXPECT_DOUBLE_EQ(e.accuracy(), run->after().accuracy());
 }
 
 TEST(CliEval, EveryAttackUnderBothProtocols) {
@@ -396,12 +472,12 @@ TEST(CliExport, BothFormatsAndTheSafetensorsModelEvaluatesAlike) {
                         " --attacks=none --json"));
   ASSERT_EQ(a.exit_code, 0);
   ASSERT_EQ(b.exit_code, 0);
-  auto acc = [](const std::string& json) {
-    const size_t at = json.find("\"accuracy\":");
-    return at == std::string::npos ? std::string() : json.substr(at, 30);
-  };
-  EXPECT_EQ(acc(a.out), acc(b.out));
-  EXPECT_FALSE(acc(a.out).empty());
+  Result c = Tool(absl::StrCat("eval --model=", dir, "/m.pt --data=", f.test,
+                               " --attacks=none --json"));
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  EXPECT_DOUBLE_EQ(ParseEval(a.out).accuracy(), ParseEval(b.out).accuracy());
+  EXPECT_DOUBLE_EQ(ParseEval(a.out).accuracy(), ParseEval(c.out).accuracy());
+  EXPECT_GT(ParseEval(a.out).accuracy(), 0.4);
   EXPECT_EQ(
       Tool(absl::StrCat("export --model=", f.store, " --out=", dir, "/m.onnx"))
           .exit_code,

@@ -103,8 +103,8 @@ ABSL_FLAG(std::string, out, "",
           "or hold a finished run of the same flags); export: the file "
           "(.safetensors or .pt)");
 ABSL_FLAG(std::string, model, "",
-          "STORE[@EPOCH] (default: the newest epoch), a .safetensors file, "
-          "or a run directory of posttrain improve");
+          "STORE[@EPOCH] (default: the newest epoch), a .safetensors or .pt "
+          "file posttrain exported, or a run directory of posttrain improve");
 ABSL_FLAG(std::string, transfer_from, "",
           "eval: the model the transfer examples are crafted against (as "
           "--model); empty: adaptive protocol only");
@@ -315,18 +315,19 @@ absl::StatusOr<std::vector<std::string>> ParseFlags(const Command& c, int argc,
 
 // ------------------------------------------------------------- test hook
 
-// POSTTRAIN_CRASH_AT=STAGE[:N] kills the process (SIGKILL) at the N-th (1st
-// by default) progress report of STAGE ("mining", "pairing", "slicing",
-// "tuning", "evaluation") or at the point named "attack", "export" or
-// "commit": the restart tests of `improve` use it.
+// POSTTRAIN_CRASH_AT=STAGE[:N[:stop]] kills the process (SIGKILL; with
+// "stop", stops it with SIGSTOP) at the N-th (1st by default) progress
+// report of STAGE ("mining", "pairing", "slicing", "tuning", "evaluation")
+// or at the point named "attack", "export" or "commit": the restart and
+// locking tests of `improve` use it.
 class CrashPoints : public ProgressSink {
  public:
   explicit CrashPoints(ProgressSink* next) : next_(next) {
     if (const char* at = std::getenv("POSTTRAIN_CRASH_AT")) {
-      std::pair<std::string, std::string> p =
-          absl::StrSplit(at, absl::MaxSplits(':', 1));
-      stage_ = p.first;
-      if (!absl::SimpleAtoi(p.second, &n_)) n_ = 1;
+      std::vector<std::string> p = absl::StrSplit(at, ':');
+      stage_ = p[0];
+      if (p.size() < 2 || !absl::SimpleAtoi(p[1], &n_)) n_ = 1;
+      stop_ = p.size() > 2 && p[2] == "stop";
     }
   }
   void Update(const ProgressUpdate& u) override {
@@ -337,7 +338,7 @@ class CrashPoints : public ProgressSink {
     if (stage_.empty() || stage != stage_) return;
     if (++seen_ >= n_) {
       std::fflush(nullptr);
-      std::raise(SIGKILL);
+      std::raise(stop_ ? SIGSTOP : SIGKILL);
     }
   }
 
@@ -345,6 +346,7 @@ class CrashPoints : public ProgressSink {
   ProgressSink* next_;
   std::string stage_;
   int n_ = 1, seen_ = 0;
+  bool stop_ = false;
 };
 
 // ---------------------------------------------------------------- models
@@ -419,10 +421,13 @@ absl::StatusOr<LoadedModel> LoadModel(const CliOptions& o,
   std::error_code ec;
   if (absl::EndsWith(ref, ".safetensors")) return FromSafetensors(o, ref);
   if (absl::EndsWith(ref, ".pt")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--", flag, "=", ref,
-        ": a TorchScript file cannot be read back; give the .safetensors "
-        "file beside it"));
+    PT_ASSIGN_OR_RETURN(SafetensorsModel file, ReadTorchScript(ref));
+    LoadedModel m;
+    m.spec = file.spec;
+    PT_ASSIGN_OR_RETURN(m.model, Build(o, m.spec));
+    PT_RETURN_IF_ERROR(Annotate(LoadModuleState(file.state, *m.model), ref));
+    m.name = ref;
+    return m;
   }
   if (fs::exists(fs::path(ref) / "model.safetensors", ec)) {
     return FromSafetensors(o, (fs::path(ref) / "model.safetensors").string());
@@ -771,8 +776,11 @@ void PrintEval(const pb::EvalResult& r) {
 }
 
 int RunEval(const CliOptions& o) {
-  torch::set_num_threads(absl::GetFlag(FLAGS_threads));
   auto body = [&]() -> absl::Status {
+    if (absl::GetFlag(FLAGS_threads) < 1) {
+      return absl::InvalidArgumentError("--threads must be >= 1");
+    }
+    torch::set_num_threads(absl::GetFlag(FLAGS_threads));
     PT_ASSIGN_OR_RETURN(LoadedModel m,
                         LoadModel(o, absl::GetFlag(FLAGS_model), "model"));
     std::optional<LoadedModel> source;
@@ -782,6 +790,10 @@ int RunEval(const CliOptions& o) {
           LoadModel(o, absl::GetFlag(FLAGS_transfer_from), "transfer_from"));
     }
     const bool tabular = !absl::GetFlag(FLAGS_schema).empty();
+    if (tabular && source.has_value()) {
+      return absl::InvalidArgumentError(
+          "--transfer_from needs image data (attacks run on images only)");
+    }
     if (!tabular && !absl::GetFlag(FLAGS_protected).empty()) {
       return absl::InvalidArgumentError(
           "--protected needs tabular data (--schema and --data)");
@@ -1035,9 +1047,9 @@ int RunHistory(const std::vector<std::string>& args) {
 // lock.
 class ImproveLock {
  public:
+  // `path`: the lock file; `what`: what it guards, for the error.
   static absl::StatusOr<std::unique_ptr<ImproveLock>> Take(
-      const std::string& store) {
-    const std::string path = JoinPath(store, "IMPROVE.LOCK");
+      const std::string& path, const std::string& what) {
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
       return absl::PermissionDeniedError(
@@ -1050,8 +1062,8 @@ class ImproveLock {
       std::string holder = n > 0 ? std::string(buf, n) : "an unknown process";
       while (!holder.empty() && holder.back() == '\n') holder.pop_back();
       return absl::UnavailableError(absl::StrCat(
-          "store '", store, "' is locked by another posttrain improve: ",
-          holder, " (", path, ")"));
+          what, " is locked by another posttrain improve: ", holder, " (", path,
+          ")"));
     }
     char host[256] = "?";
     ::gethostname(host, sizeof(host) - 1);
@@ -1150,6 +1162,22 @@ absl::StatusOr<int> Improve(const CliOptions& o) {
   }
   const std::string invocation = Invocation();
   std::error_code ec;
+  if (!fs::is_directory(store_dir, ec)) {
+    return absl::NotFoundError(
+        absl::StrCat("--store=", store_dir, ": no such directory"));
+  }
+  // Both locks before anything is read or written: the store's (one
+  // improve per store) and the run directory's (two stores, one --out).
+  PT_ASSIGN_OR_RETURN(
+      std::unique_ptr<ImproveLock> store_lock,
+      ImproveLock::Take(JoinPath(store_dir, "IMPROVE.LOCK"),
+                        absl::StrCat("store '", store_dir, "'")));
+  const std::string parent = fs::path(out).parent_path().string();
+  if (!parent.empty()) PT_RETURN_IF_ERROR(Env::Default()->CreateDirs(parent));
+  PT_ASSIGN_OR_RETURN(
+      std::unique_ptr<ImproveLock> out_lock,
+      ImproveLock::Take(out + ".lock",
+                        absl::StrCat("run directory '", out, "'")));
   // A finished run of the same flags is not redone.
   if (fs::exists(JoinPath(out, "run.pb"), ec)) {
     PT_ASSIGN_OR_RETURN(pb::RunReport done, ReadRunReport(out));
@@ -1168,12 +1196,6 @@ absl::StatusOr<int> Improve(const CliOptions& o) {
         " exists and is not a finished run directory; refusing to write "
         "into it"));
   }
-  if (!fs::is_directory(store_dir, ec)) {
-    return absl::NotFoundError(
-        absl::StrCat("--store=", store_dir, ": no such directory"));
-  }
-  PT_ASSIGN_OR_RETURN(std::unique_ptr<ImproveLock> lock,
-                      ImproveLock::Take(store_dir));
   torch::set_num_threads(absl::GetFlag(FLAGS_threads));
   ProgressBar bar;
   CrashPoints crash(absl::GetFlag(FLAGS_progress) ? &bar : nullptr);
@@ -1251,16 +1273,37 @@ absl::StatusOr<int> Improve(const CliOptions& o) {
                       ParseAttacks(images.has_value()));
   PT_RETURN_IF_ERROR(task->Check(m.model));
   PT_RETURN_IF_ERROR(CheckPipeline(m.model, *task));
-  const bool use_profile = profile.has_value() && task->settings().slice &&
-                           task->settings().transform;
-  run.set_profile(profile.has_value()
-                      ? absl::StrCat("online (", profile_path, ")")
-                      : "offline (no profile.pb beside the history)");
+  // The saved profile is of the training run's last epochs: it serves the
+  // newest training epoch only.
+  PT_ASSIGN_OR_RETURN(int64_t newest, NewestEpoch(*store, true));
+  const bool slices = task->settings().slice && task->settings().transform;
+  std::string offline_reason;
   if (!profile.has_value()) {
-    std::fprintf(stderr,
-                 "posttrain improve: %s holds no profile.pb; slicing "
-                 "profiles the model offline\n",
-                 store_dir.c_str());
+    offline_reason = "no profile.pb beside the history";
+  } else if (m.epoch != newest) {
+    offline_reason = absl::StrCat("profile.pb is of the newest training epoch ",
+                                  newest, ", not of epoch ", m.epoch);
+  }
+  const bool use_profile = slices && offline_reason.empty();
+  if (slices && !offline_reason.empty()) {
+    std::printf("posttrain improve: %s; slicing profiles the model offline\n",
+                offline_reason.c_str());
+  }
+  // The model and the test data must fit before the phase runs.
+  if (images.has_value()) {
+    PT_ASSIGN_OR_RETURN(
+        at::Tensor first,
+        ForwardFirstInput(m.model, images->test.images,
+                          absl::StrCat("the test data ", images->test_name)));
+    const int64_t top = images->test.labels.max().item<int64_t>();
+    if (top >= first.size(-1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the test data ", images->test_name, " has class label ",
+                       top, " but the model has ", first.size(-1), " outputs"));
+    }
+  } else {
+    PT_RETURN_IF_ERROR(
+        ForwardFirstInput(m.model, tabular->test.x, "the test split").status());
   }
   AddSeconds(&run, "load", Since(t));
 
@@ -1270,10 +1313,10 @@ absl::StatusOr<int> Improve(const CliOptions& o) {
   // Parts of an interrupted run are removed: the run restarts cleanly.
   const std::string partial = out + ".partial";
   if (fs::exists(partial, ec)) {
-    std::fprintf(stderr,
-                 "posttrain improve: removing %s, left by an interrupted run; "
-                 "starting again\n",
-                 partial.c_str());
+    std::printf(
+        "posttrain improve: removing %s, left by an interrupted run; "
+        "starting again\n",
+        partial.c_str());
     fs::remove_all(partial, ec);
     if (ec) {
       return absl::PermissionDeniedError(
@@ -1297,6 +1340,17 @@ absl::StatusOr<int> Improve(const CliOptions& o) {
   ctx.profile = use_profile ? &*profile : nullptr;
   ctx.progress = &crash;
   PT_ASSIGN_OR_RETURN(PipelineResult r, RunPipeline(*task, ctx));
+  if (!slices) {
+    run.set_profile("none (the variant does not slice)");
+  } else if (r.profile_online) {
+    run.set_profile(absl::StrCat("online (", profile_path, ")"));
+  } else {
+    run.set_profile(absl::StrCat("offline (",
+                                 offline_reason.empty()
+                                     ? "the saved profile was not usable"
+                                     : offline_reason,
+                                 ")"));
+  }
   AddSeconds(&run, "augment", r.augment_seconds);
   AddSeconds(&run, "slice", r.slice_seconds);
   AddSeconds(&run, "tune", r.tune_seconds);
@@ -1378,12 +1432,22 @@ absl::StatusOr<int> Improve(const CliOptions& o) {
   PT_ASSIGN_OR_RETURN(NamedTensors state, CopyModuleState(*m.model));
   PT_RETURN_IF_ERROR(
       WriteSafetensors(JoinPath(partial, "model.safetensors"), m.spec, state));
-  PT_RETURN_IF_ERROR(
-      WriteTorchScript(JoinPath(partial, "model.pt"), m.spec, state));
+  // A model the spec-based TorchScript cannot express (a user's factory)
+  // still gets its safetensors file.
+  const absl::Status script =
+      WriteTorchScript(JoinPath(partial, "model.pt"), m.spec, state);
+  if (!script.ok() && script.code() != absl::StatusCode::kInvalidArgument) {
+    return script;
+  }
+  if (!script.ok()) {
+    std::printf("posttrain improve: no model.pt: %s\n",
+                std::string(script.message()).c_str());
+  }
   AddSeconds(&run, "export", Since(t));
   run.set_exit_code(r.tune.accepted ? kExitOk : kExitGuardRejected);
   for (const char* f : {"model.safetensors", "model.pt", "run.pb", "report.md",
                         "report.html", "report.json"}) {
+    if (!script.ok() && std::string(f) == "model.pt") continue;
     run.add_files(f);
   }
   PT_RETURN_IF_ERROR(WriteReports(run, partial));
@@ -1397,7 +1461,6 @@ absl::StatusOr<int> Improve(const CliOptions& o) {
   if (fs::exists(out, ec)) fs::remove(out, ec);  // empty (checked above)
   PT_RETURN_IF_ERROR(Env::Default()->RenameFile(partial, out));
   cleanup.armed = false;
-  const std::string parent = fs::path(out).parent_path().string();
   PT_RETURN_IF_ERROR(Fsync(parent.empty() ? "." : parent));
 
   std::printf("%s\n", ReportMarkdown(run).c_str());
@@ -1428,7 +1491,12 @@ int RunReport(const std::vector<std::string>& args) {
 }  // namespace
 
 int PosttrainMain(int argc, char** argv, const CliOptions& options) {
-  if (argc < 2) return Usage(stderr, kExitBadInput);
+  if (argc < 2) {
+    std::fprintf(stderr,
+                 "posttrain: no subcommand (history, improve, eval, export, "
+                 "report; posttrain --help)\n");
+    return kExitBadInput;
+  }
   const std::string sub = argv[1];
   if (sub == "help" || sub == "--help" || sub == "-h") {
     if (argc > 2) {
@@ -1476,9 +1544,13 @@ int PosttrainMain(int argc, char** argv, const CliOptions& options) {
     if (sub == "improve") return RunImprove(options);
     if (sub == "eval") return RunEval(options);
     return RunExport(options);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "posttrain %s: internal error: %s\n", sub.c_str(),
-                 e.what());
+  } catch (...) {
+    // Never reached by design (torch calls go through CallTorch); one line
+    // without the C++ backtrace a c10::Error carries.
+    const absl::Status s = StatusFromCurrentException("internal error");
+    std::string msg(s.message());
+    msg = msg.substr(0, msg.find('\n'));
+    std::fprintf(stderr, "posttrain %s: %s\n", sub.c_str(), msg.c_str());
     return kExitInternal;
   }
 }

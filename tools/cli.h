@@ -18,14 +18,14 @@
 // or bad input, with one line on stderr naming the flag, file, epoch or
 // column; 3 an internal error.
 //
-// Example:
-//   int main(int argc, char** argv) {
-//     posttrain::CliOptions options;
-//     options.model_factory = [](const posttrain::pb::ModelSpec& spec) {
-//       return posttrain::BuildSequential(spec);  // or the user's own
-//     };
-//     return posttrain::PosttrainMain(argc, argv, options);
-//   }
+// Example (the body of a user's main):
+//   posttrain::CliOptions options;
+//   options.model_factory = [](const posttrain::pb::ModelSpec& spec) {
+//     return posttrain::BuildSequential(spec);  // or the user's own
+//   };
+//   char arg0[] = "posttrain", arg1[] = "--help";
+//   char* args[] = {arg0, arg1};
+//   int code = posttrain::PosttrainMain(2, args, options);
 //
 // Thread safety: call once per process (the flags are process-wide).
 #ifndef POSTTRAIN_TOOLS_CLI_H_

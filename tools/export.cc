@@ -4,6 +4,7 @@
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 #include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/serialization/import.h>
 #include <torch/nn/modules/container/sequential.h>
 
 #include <algorithm>
@@ -681,6 +682,40 @@ absl::StatusOr<SafetensorsModel> ReadSafetensors(const std::string& path) {
           if (nbytes > 0) std::memcpy(t.data_ptr(), data, nbytes);
         }));
     model.state.push_back({e.name, std::move(t)});
+  }
+  return model;
+}
+
+absl::StatusOr<SafetensorsModel> ReadTorchScript(const std::string& path) {
+  constexpr char kExtra[] = "posttrain/model_spec.json";
+  SafetensorsModel model;
+  torch::jit::Module module;
+  torch::jit::ExtraFilesMap extra{{kExtra, ""}};
+  PT_RETURN_IF_ERROR(CallTorch(absl::StrCat(path, ": torch::jit::load"), [&] {
+    module = torch::jit::load(path, c10::nullopt, extra);
+  }));
+  if (extra[kExtra].empty()) {
+    return Invalid(path, "holds no ", kExtra, ": not written by posttrain");
+  }
+  const auto parsed =
+      google::protobuf::util::JsonStringToMessage(extra[kExtra], &model.spec);
+  if (!parsed.ok()) {
+    return Invalid(path, kExtra, " is not a ModelSpec: ",
+                   FirstLine(std::string(parsed.message())));
+  }
+  // The state names are the rebuilt model's; each tensor is the module's
+  // attribute of that name.
+  PT_ASSIGN_OR_RETURN(torch::nn::Sequential built, BuildSequential(model.spec));
+  PT_ASSIGN_OR_RETURN(NamedTensors names, CopyModuleState(*built));
+  for (const NamedTensor& n : names) {
+    const std::string attr = AttributeName(n.name);
+    if (!module.hasattr(attr)) {
+      return Invalid(path, "has no tensor '", attr, "' for '", n.name, "'");
+    }
+    at::Tensor t;
+    PT_RETURN_IF_ERROR(CallTorch(absl::StrCat(path, ": tensor '", attr, "'"),
+                                 [&] { t = module.attr(attr).toTensor(); }));
+    model.state.push_back({n.name, t.detach().cpu().contiguous()});
   }
   return model;
 }

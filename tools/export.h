@@ -86,6 +86,11 @@ struct SafetensorsModel {
 // against the tensors' names by the caller's LoadModuleState).
 absl::StatusOr<SafetensorsModel> ReadSafetensors(const std::string& path);
 
+// Reads a TorchScript file WriteTorchScript wrote: the spec from its extra
+// file "posttrain/model_spec.json", the tensors from the module's
+// attributes, named as in the state dict. Errors name the file.
+absl::StatusOr<SafetensorsModel> ReadTorchScript(const std::string& path);
+
 // Builds the TorchScript module of `spec` with `state` and saves it at
 // `path` (through a temporary file and a rename). Errors name the layer
 // the exporter cannot express.

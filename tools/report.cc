@@ -215,11 +215,12 @@ std::string HistoryChart(const pb::RunReport& run) {
   }
   if (marks == 0) return "";
   if (hi - lo <= 0) hi = lo + 1;
-  if (e1 == e0) e1 = e0 + 1;
+  // In double: epochs from a damaged run.pb may span all of int64.
+  const double d0 = static_cast<double>(e0),
+               span = e1 == e0 ? 1.0 : static_cast<double>(e1) - d0;
   const double left = 60, top = 30, w = 560, h = 220;
   auto X = [&](int64_t e) {
-    return left +
-           w * static_cast<double>(e - e0) / static_cast<double>(e1 - e0);
+    return left + w * (static_cast<double>(e) - d0) / span;
   };
   auto Y = [&](double v) { return top + h * (hi - v) / (hi - lo); };
   std::string s = absl::StrFormat(
@@ -431,6 +432,7 @@ absl::StatusOr<std::string> ReportJson(const pb::RunReport& run) {
   google::protobuf::util::JsonPrintOptions o;
   o.add_whitespace = true;
   o.preserve_proto_field_names = true;
+  o.always_print_primitive_fields = true;
   const auto st = google::protobuf::util::MessageToJsonString(run, &out, o);
   if (!st.ok()) {
     return absl::InternalError(
