@@ -120,14 +120,20 @@ absl::StatusOr<at::Tensor> ModelView::Forward(
   }
   if (tapped) tapped->assign(taps.size(), at::Tensor());
   at::Tensor h = x;
-  for (int i = 0; i < end; ++i) {
-    PT_RETURN_IF_ERROR(
-        CallTorch(absl::StrCat("forward of layer '", impl_->layers[i].name,
-                               "' (", LayerSummary(impl_->layers[i].spec), ")"),
-                  [&] { h = impl_->modules[i].forward(h); }));
-    for (size_t k = 0; k < taps.size(); ++k) {
-      if (taps[k] == i) (*tapped)[k] = h;
+  // One try around the loop: the error's context (the layer's name and
+  // summary) is formatted only when a layer throws, not on every forward.
+  int i = 0;
+  try {
+    for (; i < end; ++i) {
+      h = impl_->modules[i].forward(h);
+      for (size_t k = 0; k < taps.size(); ++k) {
+        if (taps[k] == i) (*tapped)[k] = h;
+      }
     }
+  } catch (...) {
+    return StatusFromCurrentException(
+        absl::StrCat("forward of layer '", impl_->layers[i].name, "' (",
+                     LayerSummary(impl_->layers[i].spec), ")"));
   }
   return h;
 }
