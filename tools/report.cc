@@ -101,6 +101,23 @@ constexpr char kAfter[] = "#1f77b4";
 constexpr const char* kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728",
                                     "#9467bd", "#8c564b", "#e377c2", "#17becf"};
 
+// Five horizontal grid lines from `lo` to `hi`, labelled at `x0`; `y` maps
+// a value to its pixel row.
+template <typename Y>
+std::string YGrid(double lo, double hi, double x0, double x1, const Y& y) {
+  std::string s;
+  for (int t = 0; t <= 4; ++t) {
+    const double v = lo + (hi - lo) * t / 4;
+    absl::StrAppendFormat(
+        &s,
+        "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" "
+        "stroke=\"#ddd\"/><text x=\"%.0f\" y=\"%.1f\" font-size=\"10\" "
+        "text-anchor=\"end\">%.3g</text>\n",
+        x0, x1, y(v), y(v), x0 - 4, y(v) + 3, v);
+  }
+  return s;
+}
+
 // A bar chart of labelled groups of bars; values may be negative.
 std::string BarChart(const std::string& name, const std::string& title,
                      const std::vector<std::string>& labels,
@@ -139,15 +156,7 @@ std::string BarChart(const std::string& name, const std::string& title,
                         "font-weight=\"bold\">%s</text>\n",
                         left, Html(title));
   // Axis and ticks.
-  for (int t = 0; t <= 4; ++t) {
-    const double v = lo + (hi - lo) * t / 4;
-    absl::StrAppendFormat(
-        &s,
-        "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" "
-        "stroke=\"#ddd\"/><text x=\"%.0f\" y=\"%.1f\" font-size=\"10\" "
-        "text-anchor=\"end\">%.3g</text>\n",
-        left, width - 10, y(v), y(v), left - 4, y(v) + 3, v);
-  }
+  s += YGrid(lo, hi, left, width - 10, y);
   absl::StrAppendFormat(&s,
                         "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" "
                         "y2=\"%.1f\" stroke=\"#333\"/>\n",
@@ -231,15 +240,7 @@ std::string HistoryChart(const pb::RunReport& run) {
       "fill=\"white\"/>\n<text x=\"%.0f\" y=\"18\" font-size=\"14\" "
       "font-weight=\"bold\">Training metrics per epoch (history)</text>\n",
       marks, left + w + 170, top + h + 40, left);
-  for (int t = 0; t <= 4; ++t) {
-    const double v = lo + (hi - lo) * t / 4;
-    absl::StrAppendFormat(
-        &s,
-        "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" "
-        "stroke=\"#ddd\"/><text x=\"%.0f\" y=\"%.1f\" font-size=\"10\" "
-        "text-anchor=\"end\">%.3g</text>\n",
-        left, left + w, Y(v), Y(v), left - 4, Y(v) + 3, v);
-  }
+  s += YGrid(lo, hi, left, left + w, Y);
   absl::StrAppendFormat(&s,
                         "<text x=\"%.0f\" y=\"%.0f\" font-size=\"10\">epoch "
                         "%lld</text><text x=\"%.0f\" y=\"%.0f\" "
