@@ -7,7 +7,8 @@
 #                              fairness (readers, metrics, FMT) tests
 #                              (build/asan)
 #   scripts/sanitize.sh tsan   ThreadSanitizer: the history tests (the
-#                              asynchronous writer, the store's threads)
+#                              asynchronous writer, the store's threads) and
+#                              the hooks tests (callbacks, profiler)
 #                              (build/tsan)
 # The lists keep CI within its hour on 2 cores: each instrumented LibTorch
 # translation unit compiles in about a minute there. Other test binaries
@@ -29,7 +30,7 @@ case "$mode" in
     ;;
   tsan)
     flags="thread"
-    tests=(${TESTS:-history_test})
+    tests=(${TESTS:-history_test hooks_test})
     export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$supp/tsan.supp"
     ;;
   *)
