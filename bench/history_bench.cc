@@ -44,6 +44,13 @@ ABSL_FLAG(int, lossy_keyframe_bits,
           "lossy codec: bits of keyframe values");
 ABSL_FLAG(int, lossy_delta_bits, posttrain::HistoryOptions().lossy_delta_bits,
           "lossy codec: bits of delta values");
+ABSL_FLAG(std::string, lossy_delta_step, "default",
+          "lossy codec: step of delta tensors: range (max|delta| / qmax of "
+          "the delta bits), keyframe_max (the keyframe's step), keyframe_std "
+          "(4 std / qmax of the keyframe bits), or default (HistoryOptions)");
+ABSL_FLAG(double, lossy_delta_step_factor,
+          posttrain::HistoryOptions().lossy_delta_step_factor,
+          "lossy codec: multiplier of the keyframe_* delta steps");
 ABSL_FLAG(
     int, lossy_small_bits, posttrain::HistoryOptions().lossy_small_bits,
     "lossy codec: bits of tensors under lossy_min_elements (0: lossless)");
@@ -65,6 +72,29 @@ using bench::Seconds;
 void Die(const absl::Status& s) {
   std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
   std::exit(1);
+}
+
+LossyDeltaStep DeltaStepFlag() {
+  const std::string v = absl::GetFlag(FLAGS_lossy_delta_step);
+  if (v == "default") return HistoryOptions().lossy_delta_step;
+  if (v == "range") return LossyDeltaStep::kDeltaRange;
+  if (v == "keyframe_max") return LossyDeltaStep::kKeyframeMax;
+  if (v == "keyframe_std") return LossyDeltaStep::kKeyframeStd;
+  Die(absl::InvalidArgumentError(
+      absl::StrCat("unknown --lossy_delta_step '", v, "'")));
+  return LossyDeltaStep::kDeltaRange;
+}
+
+const char* DeltaStepName(LossyDeltaStep s) {
+  switch (s) {
+    case LossyDeltaStep::kDeltaRange:
+      return "range";
+    case LossyDeltaStep::kKeyframeMax:
+      return "keyframe_max";
+    case LossyDeltaStep::kKeyframeStd:
+      return "keyframe_std";
+  }
+  return "?";
 }
 
 NamedTensors Clone(const NamedTensors& s) {
@@ -200,6 +230,9 @@ int main(int argc, char** argv) {
       enc.zstd_level = absl::GetFlag(FLAGS_zstd_level);
       enc.lossy_keyframe_bits = absl::GetFlag(FLAGS_lossy_keyframe_bits);
       enc.lossy_delta_bits = absl::GetFlag(FLAGS_lossy_delta_bits);
+      enc.lossy_delta_step = DeltaStepFlag();
+      enc.lossy_delta_step_factor =
+          absl::GetFlag(FLAGS_lossy_delta_step_factor);
       enc.lossy_min_elements = absl::GetFlag(FLAGS_lossy_min_elements);
       enc.lossy_small_bits = absl::GetFlag(FLAGS_lossy_small_bits);
       BlobBuffers buffers;
@@ -243,6 +276,9 @@ int main(int argc, char** argv) {
       options.sync = false;  // codec and file-system cost, not disk flushes
       options.lossy_keyframe_bits = absl::GetFlag(FLAGS_lossy_keyframe_bits);
       options.lossy_delta_bits = absl::GetFlag(FLAGS_lossy_delta_bits);
+      options.lossy_delta_step = DeltaStepFlag();
+      options.lossy_delta_step_factor =
+          absl::GetFlag(FLAGS_lossy_delta_step_factor);
       options.lossy_min_elements = absl::GetFlag(FLAGS_lossy_min_elements);
       options.lossy_small_bits = absl::GetFlag(FLAGS_lossy_small_bits);
       options.zstd_level = absl::GetFlag(FLAGS_zstd_level);
@@ -311,11 +347,13 @@ int main(int argc, char** argv) {
       static_cast<long long>(data->validation.size()));
   std::printf(
       "  \"lossy_keyframe_bits\": %d, \"lossy_delta_bits\": %d, "
-      "\"lossy_min_elements\": %lld, \"lossy_small_bits\": %d,\n",
+      "\"lossy_min_elements\": %lld, \"lossy_small_bits\": %d,\n"
+      "  \"lossy_delta_step\": \"%s\", \"lossy_delta_step_factor\": %g,\n",
       absl::GetFlag(FLAGS_lossy_keyframe_bits),
       absl::GetFlag(FLAGS_lossy_delta_bits),
       static_cast<long long>(absl::GetFlag(FLAGS_lossy_min_elements)),
-      absl::GetFlag(FLAGS_lossy_small_bits));
+      absl::GetFlag(FLAGS_lossy_small_bits), DeltaStepName(DeltaStepFlag()),
+      absl::GetFlag(FLAGS_lossy_delta_step_factor));
   std::printf("  \"codecs\": [\n");
   for (size_t i = 0; i < results.size(); ++i) {
     const CodecResult& r = results[i];

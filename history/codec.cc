@@ -298,13 +298,44 @@ absl::Status DecompressPlanes(absl::string_view in, size_t n, size_t elem,
 
 float QuantizeDifference(const float* value, const float* base, size_t count,
                          int bits, uint8_t* q_out) {
+  return QuantizeDifferenceWithStep(value, base, count, bits, 0.0f, q_out);
+}
+
+float MaxAbsStep(const float* value, size_t count, int bits) {
+  const int qmax = (1 << (bits - 1)) - 1;
+  float max_abs = 0.0f;
+  for (size_t i = 0; i < count; ++i) {
+    max_abs = std::max(max_abs, std::fabs(value[i]));
+  }
+  return max_abs / static_cast<float>(qmax);
+}
+
+float StdStep(const float* value, size_t count, int bits) {
+  const int qmax = (1 << (bits - 1)) - 1;
+  if (count == 0) return 0.0f;
+  double sum = 0.0, sum2 = 0.0;
+  for (size_t i = 0; i < count; ++i) {
+    sum += value[i];
+    sum2 += static_cast<double>(value[i]) * value[i];
+  }
+  const double mean = sum / count;
+  const double var = std::max(0.0, sum2 / count - mean * mean);
+  return static_cast<float>(4.0 * std::sqrt(var) / qmax);
+}
+
+float QuantizeDifferenceWithStep(const float* value, const float* base,
+                                 size_t count, int bits, float min_step,
+                                 uint8_t* q_out) {
   const int qmax = (1 << (bits - 1)) - 1;
   float max_abs = 0.0f;
   for (size_t i = 0; i < count; ++i) {
     const float d = value[i] - (base ? base[i] : 0.0f);
     max_abs = std::max(max_abs, std::fabs(d));
   }
-  const float scale = max_abs / static_cast<float>(qmax);
+  // The step that fits every difference in qmax steps, never finer than
+  // min_step (a NaN min_step fails the comparison: the range step stays).
+  float scale = max_abs / static_cast<float>(qmax);
+  if (min_step > scale) scale = min_step;
   if (!std::isfinite(scale) || (scale != 0.0f && !std::isnormal(scale)) ||
       !std::isfinite(1.0f / (scale > 0.0f ? scale : 1.0f))) {
     return -1.0f;  // not quantizable: the caller stores the values losslessly

@@ -90,6 +90,18 @@ double ByteEntropy(const uint8_t* data, size_t n);
 // scale would be subnormal.
 float QuantizeDifference(const float* value, const float* base, size_t count,
                          int bits, uint8_t* q_out);
+// As QuantizeDifference, with scale = max(max|d| / qmax, min_step): the
+// step is never finer than `min_step` (0: the range rule above). The lossy
+// codec passes the step a keyframe of the same values would use, so a
+// delta's error bound equals a keyframe's.
+float QuantizeDifferenceWithStep(const float* value, const float* base,
+                                 size_t count, int bits, float min_step,
+                                 uint8_t* q_out);
+// The step of a `bits`-bit keyframe of `value`: max|value| / qmax, in
+// float32 exactly as QuantizeDifference computes it with no base.
+float MaxAbsStep(const float* value, size_t count, int bits);
+// 4 * std(value) / qmax: a step that ignores outliers (for measurements).
+float StdStep(const float* value, size_t count, int bits);
 // recon[i] = base[i] + float(q[i]) * scale; `base` may be null (zero) and
 // may alias `recon`. The encoder uses this same function to know the
 // reader's values exactly.

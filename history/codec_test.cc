@@ -106,5 +106,38 @@ TEST(Codec, QuantizationErrorIsAtMostHalfAStep) {
   EXPECT_LT(QuantizeDifference(tiny.data(), zero.data(), 2, 8, q.data()), 0.f);
 }
 
+TEST(Codec, QuantizationWithAMinimumStep) {
+  std::mt19937 rng(6);
+  std::normal_distribution<float> dist(0.f, 0.1f);
+  const size_t n = 2000;
+  std::vector<float> value(n), base(n), recon(n);
+  for (size_t i = 0; i < n; ++i) {
+    base[i] = dist(rng);
+    value[i] = base[i] + 0.01f * dist(rng);
+  }
+  // A zero minimum is the range rule, byte for byte.
+  std::vector<uint8_t> q0(2 * n), q1(2 * n);
+  const float range =
+      QuantizeDifference(value.data(), base.data(), n, 16, q0.data());
+  EXPECT_EQ(QuantizeDifferenceWithStep(value.data(), base.data(), n, 16, 0.f,
+                                       q1.data()),
+            range);
+  EXPECT_EQ(q0, q1);
+  // A keyframe's 7-bit step, far coarser than the range step at 16 bits.
+  const float step = MaxAbsStep(value.data(), n, 7);
+  std::vector<uint8_t> qk(n);
+  EXPECT_EQ(QuantizeDifference(value.data(), nullptr, n, 7, qk.data()), step);
+  const float scale = QuantizeDifferenceWithStep(value.data(), base.data(), n,
+                                                 16, step, q1.data());
+  EXPECT_EQ(scale, step);
+  Dequantize(q1.data(), base.data(), n, 16, scale, recon.data());
+  EXPECT_LE(MaxAbsDifference(value.data(), recon.data(), n), 0.5 * step + 1e-7);
+  // A minimum finer than the range step cannot clamp: the range step wins.
+  EXPECT_EQ(QuantizeDifferenceWithStep(value.data(), base.data(), n, 4,
+                                       range / 4, qk.data()),
+            QuantizeDifference(value.data(), base.data(), n, 4, q0.data()));
+  EXPECT_GT(StdStep(value.data(), n, 7), 0.f);
+}
+
 }  // namespace
 }  // namespace posttrain

@@ -226,6 +226,12 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
           "lossy quantization bits must be in [2, 16], got ", bits));
     }
   }
+  if (lossy && !(options.lossy_delta_step_factor > 0.0 &&
+                 std::isfinite(options.lossy_delta_step_factor))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "lossy_delta_step_factor must be positive and finite, got ",
+        options.lossy_delta_step_factor));
+  }
   std::string& payload = buffers->payload;
   std::string& scratch = buffers->scratch;
   std::string& scratch2 = buffers->scratch2;
@@ -296,10 +302,26 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
       const float* basef =
           b ? reinterpret_cast<const float*>(Bytes(*b)) : nullptr;
       if (quantize) {
+        const float* valuef = reinterpret_cast<const float*>(src);
+        // A delta's step: by default the one a keyframe of these values
+        // would use, so its error bound is a keyframe's; the quantized
+        // differences are then mostly small integers that zstd packs well.
+        float min_step = 0.0f;
+        if (b != nullptr && !small) {
+          const int kbits = options.lossy_keyframe_bits;
+          const auto factor =
+              static_cast<float>(options.lossy_delta_step_factor);
+          if (options.lossy_delta_step == LossyDeltaStep::kKeyframeMax) {
+            min_step = MaxAbsStep(valuef, count, kbits);
+            if (factor != 1.0f) min_step *= factor;
+          } else if (options.lossy_delta_step == LossyDeltaStep::kKeyframeStd) {
+            min_step = factor * StdStep(valuef, count, kbits);
+          }
+        }
         scratch.resize(qbytes);
-        scale = QuantizeDifference(reinterpret_cast<const float*>(src), basef,
-                                   count, bits,
-                                   reinterpret_cast<uint8_t*>(scratch.data()));
+        scale = QuantizeDifferenceWithStep(
+            valuef, basef, count, bits, min_step,
+            reinterpret_cast<uint8_t*>(scratch.data()));
       }
       if (scale >= 0.0f) {  // quantized (negative: not quantizable)
         recon_t = at::empty(t.sizes(), t.options());

@@ -42,11 +42,28 @@ std::string EncodeManifestFile(const pb::Manifest& manifest);
 absl::StatusOr<pb::Manifest> DecodeManifestFile(absl::string_view bytes,
                                                 const std::string& file_name);
 
+// How the lossy codec picks the step of a delta tensor (not of small
+// tensors, which always use the range rule).
+enum class LossyDeltaStep {
+  // scale = max|value - base| / qmax(lossy_delta_bits): the step follows
+  // the size of the change, finer than a keyframe's.
+  kDeltaRange,
+  // scale = lossy_delta_step_factor * max|value| / qmax(lossy_keyframe_bits),
+  // the step a keyframe of the same values would use, so a delta's error
+  // bound equals a keyframe's (coarser when a change needs more than
+  // qmax(lossy_delta_bits) steps).
+  kKeyframeMax,
+  // scale = lossy_delta_step_factor * 4 std(value) / qmax(keyframe bits).
+  kKeyframeStd,
+};
+
 struct BlobEncodeOptions {
   pb::Codec codec = pb::CODEC_DELTA;
   int zstd_level = 1;
   int lossy_keyframe_bits = 7;  // in [2, 16]
   int lossy_delta_bits = 6;     // in [2, 16]
+  LossyDeltaStep lossy_delta_step = LossyDeltaStep::kDeltaRange;
+  double lossy_delta_step_factor = 1.0;  // kKeyframe*: step multiplier, > 0
   // Lossy: tensors with fewer elements (biases, BatchNorm statistics, small
   // layers) are quantized with lossy_small_bits, or stored losslessly when
   // that is 0: they cost little and a model is most sensitive there.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <set>
 #include <utility>
 
@@ -45,6 +46,11 @@ absl::Status CheckOptions(const HistoryOptions& o) {
       return absl::InvalidArgumentError(
           "HistoryOptions lossy bits must be in [2, 16]");
     }
+  }
+  if (!(o.lossy_delta_step_factor > 0.0 &&
+        std::isfinite(o.lossy_delta_step_factor))) {
+    return absl::InvalidArgumentError(
+        "HistoryOptions.lossy_delta_step_factor must be positive and finite");
   }
   return absl::OkStatus();
 }
@@ -270,6 +276,8 @@ absl::Status HistoryStore::AppendImpl(const EpochMetadata& meta,
   enc.zstd_level = options_.zstd_level;
   enc.lossy_keyframe_bits = options_.lossy_keyframe_bits;
   enc.lossy_delta_bits = options_.lossy_delta_bits;
+  enc.lossy_delta_step = options_.lossy_delta_step;
+  enc.lossy_delta_step_factor = options_.lossy_delta_step_factor;
   enc.lossy_min_elements = options_.lossy_min_elements;
   enc.lossy_small_bits = options_.lossy_small_bits;
   NamedTensors recon;

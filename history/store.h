@@ -63,6 +63,10 @@ struct HistoryOptions {
   // [2, 16]. The defaults meet docs/BENCHMARKS.md's targets on the example.
   int lossy_keyframe_bits = 7;
   int lossy_delta_bits = 6;
+  // Lossy codec: how a delta tensor's step is chosen (LossyDeltaStep in
+  // history/file_format.h) and the multiplier of the keyframe rules.
+  LossyDeltaStep lossy_delta_step = LossyDeltaStep::kDeltaRange;
+  double lossy_delta_step_factor = 1.0;
   // Lossy codec: tensors with fewer elements are quantized with
   // lossy_small_bits (0: stored losslessly).
   int64_t lossy_min_elements = 1024;
