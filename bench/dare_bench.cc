@@ -8,13 +8,17 @@
 // original) and FGSM under the adaptive protocol.
 //
 //   dare_bench --epochs=8 --threads=2
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -39,10 +43,62 @@ ABSL_FLAG(int, tune_epochs, 10, "most tuning epochs per lr");
 ABSL_FLAG(int64_t, mine_inputs, 10000, "validation images mined");
 ABSL_FLAG(int64_t, attack_size, 2000, "test images attacked");
 ABSL_FLAG(std::string, tmp, "/tmp/posttrain_dare_bench", "scratch directory");
+ABSL_FLAG(bool, op_profile, false,
+          "record the first variant's phase with LibTorch's profiler and "
+          "print the ops' self time (the profiler slows the phase: its times "
+          "are then not the phase's)");
 
 namespace {
 
 using posttrain::bench::Seconds;
+namespace prof = torch::autograd::profiler;
+
+// Self and inclusive time per op name, from the legacy profiler's
+// push/pop events (each thread's list is properly nested).
+void PrintOpProfile(const prof::thread_event_lists& lists, double phase_s,
+                    bool first) {
+  struct Total {
+    int64_t calls = 0;
+    double self_us = 0, inclusive_us = 0;
+  };
+  std::map<std::string, Total> totals;
+  for (const auto& events : lists) {
+    struct Open {
+      const prof::LegacyEvent* push;
+      double child_us;
+    };
+    std::vector<Open> stack;
+    for (const prof::LegacyEvent& e : events) {
+      if (e.kind() == prof::EventKind::PushRange) {
+        stack.push_back({&e, 0.0});
+      } else if (e.kind() == prof::EventKind::PopRange && !stack.empty()) {
+        const Open open = stack.back();
+        stack.pop_back();
+        const double us = open.push->cpuElapsedUs(e);
+        Total& t = totals[open.push->name()];
+        ++t.calls;
+        t.inclusive_us += us;
+        t.self_us += us - open.child_us;
+        if (!stack.empty()) stack.back().child_us += us;
+      }
+    }
+  }
+  std::vector<std::pair<std::string, Total>> rows(totals.begin(), totals.end());
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
+    return a.second.self_us > b.second.self_us;
+  });
+  std::printf("%s\n  {\"op_profile\": {\"phase_s_profiled\": %.2f, \"ops\": [",
+              first ? "" : ",", phase_s);
+  for (size_t i = 0; i < rows.size() && i < 25; ++i) {
+    std::printf(
+        "%s\n  {\"op\": \"%s\", \"calls\": %lld, \"self_s\": %.3f, "
+        "\"inclusive_s\": %.3f}",
+        i ? "," : "", rows[i].first.c_str(),
+        static_cast<long long>(rows[i].second.calls),
+        rows[i].second.self_us / 1e6, rows[i].second.inclusive_us / 1e6);
+  }
+  std::printf("]}}");
+}
 
 double Acc(const torch::nn::Sequential& m, const at::Tensor& x,
            const at::Tensor& y) {
@@ -71,11 +127,15 @@ int main(int argc, char** argv) {
                                torch::optim::AdamOptions(1e-3));
   auto recorder =
       std::make_shared<posttrain::HistoryRecorder>(model, dir + "/history");
-  auto profiler = std::make_shared<posttrain::SliceProfiler>(model);
+  posttrain::SliceProfilerOptions profiler_options;
+  profiler_options.final_epoch = absl::GetFlag(FLAGS_epochs) - 1;  // as main
+  auto profiler =
+      std::make_shared<posttrain::SliceProfiler>(model, profiler_options);
   posttrain::CallbackList callbacks({recorder, profiler});
   if (!callbacks.OnTrainBegin().ok()) return 1;
   double train_s = 0;
   for (int epoch = 0; epoch < absl::GetFlag(FLAGS_epochs); ++epoch) {
+    if (!callbacks.OnEpochBegin(epoch).ok()) return 1;
     train_s += fmnist::TrainEpoch(
                    model, optimizer, data->train, 128,
                    seed * 1000 + static_cast<uint64_t>(epoch),
@@ -99,9 +159,10 @@ int main(int argc, char** argv) {
   if (!fgsm.ok() || !pgd.ok()) return 1;
   std::printf(
       "{\"benchmark\": \"dare\", \"threads\": %d, \"epochs\": %d, "
-      "\"training_s\": %.2f, \"attack_size\": %lld,\n",
+      "\"training_s\": %.2f, \"profiler_s\": %.3f, "
+      "\"attack_size\": %lld,\n",
       torch::get_num_threads(), absl::GetFlag(FLAGS_epochs), train_s,
-      static_cast<long long>(n));
+      profiler->seconds(), static_cast<long long>(n));
   std::printf(
       " \"original\": {\"clean\": %.4f, \"fgsm\": %.4f, \"pgd\": "
       "%.4f},\n \"variants\": [",
@@ -133,10 +194,22 @@ int main(int argc, char** argv) {
     post.report_dir = dir;
     posttrain::PostTrainer trainer(*copy, recorder, profiler, std::move(*task),
                                    post);
+    const bool peak_reset = posttrain::bench::ResetPeakRss();
+    const int64_t rss_before_kib = posttrain::bench::ProcStatusKiB("VmRSS");
+    const bool op_profile = first && absl::GetFlag(FLAGS_op_profile);
+    if (op_profile) {
+      prof::enableProfilerLegacy(torch::profiler::impl::ProfilerConfig(
+          torch::profiler::impl::ProfilerState::CPU));
+    }
     const auto start = std::chrono::steady_clock::now();
     absl::Status s = trainer.OnTrainBegin();
     if (s.ok()) s = trainer.OnTrainEnd();
     const double phase_s = Seconds(start);
+    if (op_profile) {
+      PrintOpProfile(prof::disableProfilerLegacy(), phase_s, first);
+      first = false;
+    }
+    const int64_t peak_kib = posttrain::bench::ProcStatusKiB("VmHWM");
     if (!s.ok()) {
       std::fprintf(stderr, "%s: %s\n", dare.variant.c_str(),
                    s.ToString().c_str());
@@ -145,6 +218,27 @@ int main(int argc, char** argv) {
     const posttrain::PipelineResult& r = *trainer.result();
     auto adaptive = posttrain::Fgsm(*copy, x, y, {});
     const auto& f = r.augmentation.figures;
+    // The memory bound of the miner's header: M, one more model and T
+    // (inputs and references of T and of the guard part, float32).
+    // References are the 64 outputs of the first Linear (p = 1).
+    double model_numel = 0;
+    for (const auto& t : model->parameters()) model_numel += t.numel();
+    for (const auto& t : model->buffers()) model_numel += t.numel();
+    const double model_mib = 4.0 * model_numel / 1048576;
+    const double t_samples = (f.count("T") ? f.at("T") : 0.0) +
+                             (f.count("guard_T") ? f.at("guard_T") : 0.0);
+    const double t_mib =
+        t_samples *
+        (static_cast<double>(data->validation.images[0].numel()) + 64) * 4 /
+        1048576;
+    std::printf(
+        "%s\n  {\"memory\": {\"peak_reset\": %s, \"rss_before_mib\": "
+        "%.1f, \"phase_peak_growth_mib\": %.1f, \"model_mib\": %.2f, "
+        "\"T_mib\": %.1f}}",
+        first ? "" : ",", peak_reset ? "true" : "false",
+        rss_before_kib / 1024.0, (peak_kib - rss_before_kib) / 1024.0,
+        model_mib, t_mib);
+    first = false;
     std::printf(
         "%s\n  {\"variant\": \"%s\", \"accepted\": %s, \"T_over_D\": %.4f, "
         "\"augment_s\": %.2f, \"slice_s\": %.2f, \"tune_s\": %.2f, "

@@ -238,39 +238,73 @@ void Agreement() {
   auto reference = ValueOrDie(
       posttrain::SliceCriteria(view, exact, x, y, ClassOutputs(), options));
   const double slice_s = Seconds(start);
+  struct Agree {
+    double key = 0, key_min_class = 1, excluded = 0, excluded_min_class = 1;
+    // What two random masks of the same sizes would give, per tensor.
+    double key_chance = 0, excluded_chance = 0;
+  };
   auto jaccard = [&](const posttrain::Profile& p) {
     auto slices = ValueOrDie(
         posttrain::SliceCriteria(view, p, x, y, ClassOutputs(), options));
-    double min_class = 1.0;
+    Agree a;
     for (size_t c = 0; c < slices.size(); ++c) {
-      min_class = std::min(min_class, ValueOrDie(posttrain::KeySynapseJaccard(
-                                          {slices[c]}, {reference[c]})));
+      a.key_min_class =
+          std::min(a.key_min_class, ValueOrDie(posttrain::KeySynapseJaccard(
+                                        {slices[c]}, {reference[c]})));
+      a.excluded_min_class = std::min(
+          a.excluded_min_class, ValueOrDie(posttrain::ExcludedSynapseJaccard(
+                                    {slices[c]}, {reference[c]})));
     }
-    return std::make_pair(
-        ValueOrDie(posttrain::KeySynapseJaccard(slices, reference)), min_class);
+    a.key = ValueOrDie(posttrain::KeySynapseJaccard(slices, reference));
+    a.excluded =
+        ValueOrDie(posttrain::ExcludedSynapseJaccard(slices, reference));
+    double kb = 0, ke = 0, eb = 0, ee = 0;  // expected both / either
+    for (size_t c = 0; c < slices.size(); ++c) {
+      for (size_t k = 0; k < slices[c].layers.size(); ++k) {
+        const double n = slices[c].layers[k].synapse_mask.numel();
+        const double s1 = slices[c].layers[k].synapse_mask.sum().item<double>();
+        const double s2 =
+            reference[c].layers[k].synapse_mask.sum().item<double>();
+        kb += s1 * s2 / n;
+        ke += s1 + s2 - s1 * s2 / n;
+        eb += (n - s1) * (n - s2) / n;
+        ee += (n - s1) + (n - s2) - (n - s1) * (n - s2) / n;
+      }
+    }
+    a.key_chance = kb / ke;
+    a.excluded_chance = eb / ee;
+    return a;
+  };
+  auto print = [](const Agree& a) {
+    std::printf(
+        "\"jaccard\": %.5f, \"jaccard_min_class\": %.5f, "
+        "\"jaccard_random_masks\": %.5f, \"excluded_jaccard\": %.5f, "
+        "\"excluded_jaccard_min_class\": %.5f, "
+        "\"excluded_jaccard_random_masks\": %.5f}",
+        a.key, a.key_min_class, a.key_chance, a.excluded, a.excluded_min_class,
+        a.excluded_chance);
   };
   std::printf(
       "{\"section\": \"agreement\", \"threads\": %d, "
       "\"train_size\": %lld, \"epochs\": %d, \"q\": 95,\n",
       torch::get_num_threads(), static_cast<long long>(x.size(0)), epochs);
   std::printf(" \"epoch_s_with_profilers\": [%s],\n", Join(epoch_s).c_str());
-  const auto d = jaccard(*online.profile());
   std::printf(
       " \"default\": {\"every_n_batches\": %d, \"profiled_samples\": "
-      "%lld, \"jaccard\": %.5f, \"jaccard_min_class\": %.5f},\n",
+      "%lld, ",
       posttrain::SliceProfilerOptions().every_n_batches,
-      static_cast<long long>(online.profile()->count()), d.first, d.second);
+      static_cast<long long>(online.profile()->count()));
+  print(jaccard(*online.profile()));
+  std::printf(",\n");
   std::printf(" \"last_epoch_rates\": [");
   for (size_t i = 0; i < extra.size(); ++i) {
-    const auto j = jaccard(*extra[i]->profile());
     std::printf(
         "%s\n  {\"every_n_batches\": %d, \"sampling\": \"%s\", "
-        "\"profiled_samples\": %lld, \"jaccard\": %.5f, "
-        "\"jaccard_min_class\": %.5f}",
+        "\"profiled_samples\": %lld, ",
         i ? "," : "", extra_setting[i].first,
         extra_setting[i].second == Sampling::kEpochTail ? "tail" : "every_nth",
-        static_cast<long long>(extra[i]->profile()->count()), j.first,
-        j.second);
+        static_cast<long long>(extra[i]->profile()->count()));
+    print(jaccard(*extra[i]->profile()));
   }
   std::printf("],\n");
   std::printf(

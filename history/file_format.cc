@@ -303,9 +303,10 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
           b ? reinterpret_cast<const float*>(Bytes(*b)) : nullptr;
       if (quantize) {
         const float* valuef = reinterpret_cast<const float*>(src);
-        // A delta's step: by default the one a keyframe of these values
-        // would use, so its error bound is a keyframe's; the quantized
-        // differences are then mostly small integers that zstd packs well.
+        // A delta's step: the range rule's (min_step 0, the default), or
+        // with kKeyframeMax / kKeyframeStd at least the step a keyframe of
+        // these values would use, so its error bound is a keyframe's
+        // (measured worse on the example: docs/BENCHMARKS.md, issue 13).
         float min_step = 0.0f;
         if (b != nullptr && !small) {
           const int kbits = options.lossy_keyframe_bits;

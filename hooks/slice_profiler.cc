@@ -43,13 +43,22 @@ absl::Status SliceProfiler::EnsureView() {
 
 absl::Status SliceProfiler::OnTrainBegin() {
   end_status_.reset();
+  epoch_ = 0;
   return EnsureView();
+}
+
+absl::Status SliceProfiler::OnEpochBegin(int64_t epoch) {
+  epoch_ = epoch;
+  return absl::OkStatus();
 }
 
 absl::Status SliceProfiler::OnBatchEnd(const BatchEnd& batch) {
   const int64_t index = batch_in_epoch_++;
   const int64_t n = options_.every_n_batches;
   if (n < 1) return EnsureView();  // the error
+  if (options_.final_epoch >= 0 && epoch_ < options_.final_epoch) {
+    return absl::OkStatus();
+  }
   bool profile = index % n == 0;
   if (options_.sampling == SliceProfilerOptions::Sampling::kEpochTail &&
       last_epoch_batches_ > 0) {
@@ -106,8 +115,8 @@ absl::Status SliceProfiler::ProfileBatch(const BatchEnd& batch) {
 }
 
 absl::Status SliceProfiler::OnEpochEnd(int64_t epoch, const Metrics& metrics) {
-  (void)epoch;
   (void)metrics;
+  epoch_ = epoch + 1;  // until OnEpochBegin says otherwise
   last_epoch_batches_ = batch_in_epoch_;
   batch_in_epoch_ = 0;
   if (options_.restart_each_epoch) restart_pending_ = true;
@@ -122,6 +131,9 @@ absl::Status SliceProfiler::OnTrainEnd() {
 }
 
 absl::Status SliceProfiler::FinishRun() {
+  if (!profile_.has_value() && options_.final_epoch >= 0) {
+    return absl::OkStatus();  // stopped before final_epoch: no profile
+  }
   if (!profile_.has_value()) {
     return absl::FailedPreconditionError(
         "SliceProfiler: no batch was profiled (OnBatchEnd never called)");

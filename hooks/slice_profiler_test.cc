@@ -137,6 +137,73 @@ TEST(SliceProfiler, SamplesEveryNthBatchAndRestartsEachEpoch) {
   EXPECT_EQ(whole_run.profile()->count(), 80);
 }
 
+TEST(SliceProfiler, FinalEpochProfilesOnlyTheLastEpochAndTheSameBatches) {
+  torch::manual_seed(7);
+  nn::Sequential model = SmallCnn();
+  at::Tensor x = torch::rand({120, 1, 8, 8});
+  at::Tensor y = torch::randint(0, 3, {120}, torch::kLong);
+  // The criteria function runs once per profiled batch: it counts them.
+  int every_epoch_calls = 0, final_calls = 0;
+  SliceProfilerOptions every;
+  every.every_n_batches = 4;
+  every.num_criteria = 3;
+  every.criteria = [&](const BatchEnd& b) {
+    ++every_epoch_calls;
+    return b.targets;
+  };
+  SliceProfilerOptions last = every;
+  last.final_epoch = 2;
+  last.criteria = [&](const BatchEnd& b) {
+    ++final_calls;
+    return b.targets;
+  };
+  auto a = std::make_shared<SliceProfiler>(model, every);
+  auto b = std::make_shared<SliceProfiler>(model, last);
+  CallbackList both({a, b});
+  // Three epochs of 12 batches, the model moving (lr 0.1).
+  Train(model, both, x, y, /*epochs=*/3, /*lr=*/0.1, /*batch=*/10);
+  ASSERT_TRUE(both.OnTrainEnd().ok());
+  // Epoch 0 samples every 4th batch (3), epochs 1 and 2 their last
+  // ceil(12 / 4) = 3 batches: 9 in all; final_epoch = 2 profiles only
+  // epoch 2's tail, which is epoch 2's first tail batch too.
+  EXPECT_EQ(every_epoch_calls, 9);
+  EXPECT_EQ(final_calls, 3);
+  ASSERT_NE(a->profile(), nullptr);
+  ASSERT_NE(b->profile(), nullptr);
+  EXPECT_TRUE(torch::equal(a->profile()->sums(), b->profile()->sums()));
+  EXPECT_TRUE(torch::equal(a->profile()->counts(), b->profile()->counts()));
+}
+
+TEST(SliceProfiler, FinalEpochNotReachedLeavesNoProfileAndNoError) {
+  nn::Sequential model = FrozenCnn();
+  at::Tensor x = torch::rand({40, 1, 8, 8});
+  at::Tensor y = torch::randint(0, 3, {40}, torch::kLong);
+  SliceProfilerOptions options;
+  options.final_epoch = 5;  // the loop stops early, after epoch 1
+  SliceProfiler profiler(model, options);
+  Train(model, profiler, x, y, /*epochs=*/2, 0.0, 10);
+  EXPECT_TRUE(profiler.OnTrainEnd().ok());
+  EXPECT_EQ(profiler.profile(), nullptr);
+  // A loop that calls only OnEpochEnd: the epoch after OnEpochEnd(4) is 5.
+  SliceProfiler no_begin(model, options);
+  ASSERT_TRUE(no_begin.OnTrainBegin().ok());
+  for (int64_t epoch = 3; epoch <= 5; ++epoch) {
+    for (int64_t i = 0; i < 4; ++i) {
+      ASSERT_TRUE(no_begin
+                      .OnBatchEnd({x.narrow(0, 10 * i, 10),
+                                   y.narrow(0, 10 * i, 10), at::Tensor()})
+                      .ok());
+    }
+    // Only epoch 5, the last, is profiled (the first epoch of a run
+    // without OnEpochBegin counts as 0).
+    EXPECT_EQ(no_begin.profile() != nullptr, epoch == 5) << epoch;
+    ASSERT_TRUE(no_begin.OnEpochEnd(epoch, {}).ok());
+  }
+  ASSERT_TRUE(no_begin.OnTrainEnd().ok());
+  ASSERT_NE(no_begin.profile(), nullptr);
+  EXPECT_EQ(no_begin.profile()->count(), 10);  // the tail: ceil(4 / 32) = 1
+}
+
 TEST(SliceProfiler, LeavesBatchNormStatisticsAndModesAlone) {
   nn::Sequential model = SmallCnn(4);
   model->train();

@@ -17,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "common/allocator.h"
 #include "common/module_state.h"
 #include "common/status.h"
 #include "common/torch_status.h"
@@ -126,6 +127,7 @@ struct Setup {
 absl::StatusOr<Setup> MakeSetup(const torch::nn::Sequential& model,
                                 const at::Tensor& inputs,
                                 const at::Tensor& labels) {
+  KeepFreedMemory();  // per-step activations reused, not re-faulted
   Setup setup;
   setup.model = model.ptr();
   int64_t min_label = 0;

@@ -9,7 +9,9 @@
 // RegressionView, or the true-class probability for p = 0) as reference.
 //
 // History models are loaded one at a time into a single copy of M and run
-// batched over D: memory is M, one history model and T. A history epoch
+// batched over D: memory is M, one history model, T, one [|D|, outputs]
+// table of references, and one batch's activations (measured for the whole
+// phase by bench/dare_bench: docs/BENCHMARKS.md, issue 13). A history epoch
 // whose weights equal M's bit for bit (the final epoch, usually) is
 // skipped: with the strict comparison of Algorithm 1 it can never be
 // chosen over M. (With the lossy history codec that epoch is M plus

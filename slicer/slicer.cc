@@ -427,8 +427,11 @@ static absl::StatusOr<Slice> SelectKeySynapsesImpl(
 
 namespace posttrain {
 
-absl::StatusOr<double> KeySynapseJaccard(const std::vector<Slice>& a,
-                                         const std::vector<Slice>& b) {
+namespace {
+
+absl::StatusOr<double> SynapseJaccard(const std::vector<Slice>& a,
+                                      const std::vector<Slice>& b,
+                                      bool excluded) {
   if (a.size() != b.size()) {
     return absl::InvalidArgumentError("slice lists differ in length");
   }
@@ -438,17 +441,33 @@ absl::StatusOr<double> KeySynapseJaccard(const std::vector<Slice>& a,
       return absl::InvalidArgumentError("slices of different models");
     }
     for (size_t k = 0; k < a[i].layers.size(); ++k) {
-      const at::Tensor& x = a[i].layers[k].synapse_mask;
-      const at::Tensor& y = b[i].layers[k].synapse_mask;
+      at::Tensor x = a[i].layers[k].synapse_mask;
+      at::Tensor y = b[i].layers[k].synapse_mask;
       if (!x.sizes().equals(y.sizes())) {
         return absl::InvalidArgumentError(absl::StrCat(
             "slices of layer '", a[i].layers[k].layer, "' differ in shape"));
+      }
+      if (excluded) {
+        x = x.logical_not();
+        y = y.logical_not();
       }
       both += (x & y).sum().item<int64_t>();
       either += (x | y).sum().item<int64_t>();
     }
   }
   return either == 0 ? 1.0 : static_cast<double>(both) / either;
+}
+
+}  // namespace
+
+absl::StatusOr<double> KeySynapseJaccard(const std::vector<Slice>& a,
+                                         const std::vector<Slice>& b) {
+  return SynapseJaccard(a, b, /*excluded=*/false);
+}
+
+absl::StatusOr<double> ExcludedSynapseJaccard(const std::vector<Slice>& a,
+                                              const std::vector<Slice>& b) {
+  return SynapseJaccard(a, b, /*excluded=*/true);
 }
 
 pb::SliceProto SliceToProto(const Slice& slice, int criterion, double q) {

@@ -120,6 +120,12 @@ absl::StatusOr<Slice> SelectKeySynapses(const ModelView& view,
 // slices of one model, taken together (1 when both are empty).
 absl::StatusOr<double> KeySynapseJaccard(const std::vector<Slice>& a,
                                          const std::vector<Slice>& b);
+// The same over the excluded synapses (those not key: the 1 - q% that
+// slicing removes). At q = 95 two random masks agree at about 0.905 on
+// the key synapses but at about 0.026 on the excluded ones, so this is
+// the figure that chance does not inflate.
+absl::StatusOr<double> ExcludedSynapseJaccard(const std::vector<Slice>& a,
+                                              const std::vector<Slice>& b);
 
 }  // namespace posttrain
 

@@ -495,6 +495,11 @@ TEST(Slicer, GlobalRankingComparesAcrossLayers) {
   ASSERT_TRUE(j.ok());
   EXPECT_DOUBLE_EQ(*j, 1.0 / 3.0);
   EXPECT_DOUBLE_EQ(*KeySynapseJaccard({*global}, {*global}), 1.0);
+  // Excluded synapses: {conv 1, 3, linear 0-3} vs {conv 1-3, linear 0-2}:
+  // 5 shared of 7.
+  auto excluded = ExcludedSynapseJaccard({*global}, {*per_tensor});
+  ASSERT_TRUE(excluded.ok());
+  EXPECT_DOUBLE_EQ(*excluded, 5.0 / 7.0);
   // Counts of the wrong shape are named.
   counts[1] = torch::zeros({3, 2}, torch::kLong);
   auto bad = SelectKeySynapses(*view, counts, options);

@@ -205,6 +205,9 @@ int main(int argc, char** argv) {
   options.history.seed = seed;
   options.history.store.created_by = "examples/fashion_mnist";
   options.history.resume = resuming;  // continue the store after a restart
+  // The loop knows its last epoch: only that one is profiled (the phase
+  // uses the final epoch's profile; earlier ones would be discarded).
+  options.profiler.final_epoch = absl::GetFlag(FLAGS_epochs) - 1;
   const std::string& store_dir = options.directory;
   const std::string variant = absl::GetFlag(FLAGS_variant);
   std::shared_ptr<posttrain::PostTrainTask> task;
