@@ -12,7 +12,9 @@
 namespace posttrain {
 namespace {
 
-#if defined(__GLIBC__)
+// Sanitizers bring their own allocator; glibc's malloc then holds nothing.
+#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)
 // glibc's mallinfo2().keepcost: the free space at the top of the heap that
 // a trim could give back. After KeepFreedMemory a freed 64 MiB block stays
 // there (glibc's default would unmap it or trim the heap).
