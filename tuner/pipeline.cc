@@ -165,7 +165,8 @@ static absl::Status CheckPipelineImpl(const torch::nn::Sequential& model,
 
 static absl::StatusOr<PipelineResult> RunPipelineImpl(PostTrainTask& task,
                                                       const TaskContext& ctx) {
-  // A third of the phase went to page faults without it (common/allocator.h).
+  // At 1 thread a third of the phase went to page faults without it
+  // (common/allocator.h).
   KeepFreedMemory();
   torch::nn::Sequential model = ctx.model;
   PT_RETURN_IF_ERROR(CheckPipelineImpl(model, task));
