@@ -18,10 +18,12 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_util.h"
 #include "cnn_training.h"
@@ -40,6 +42,10 @@ ABSL_FLAG(std::string, variants,
           "variants to run");
 ABSL_FLAG(std::string, lrs, "1e-4", "tuner lr grid");
 ABSL_FLAG(int, tune_epochs, 10, "most tuning epochs per lr");
+ABSL_FLAG(std::string, lr_search, "grid",
+          "comma-separated: grid, halving (TunerOptions::kSuccessiveHalving); "
+          "each variant runs once per search, on the same trained model");
+ABSL_FLAG(int, halving_min_epochs, 2, "successive halving: first rung");
 ABSL_FLAG(int64_t, mine_inputs, 10000, "validation images mined");
 ABSL_FLAG(int64_t, attack_size, 2000, "test images attacked");
 ABSL_FLAG(std::string, tmp, "/tmp/posttrain_dare_bench", "scratch directory");
@@ -169,8 +175,15 @@ int main(int argc, char** argv) {
       Acc(model, data->test.images, data->test.labels), Acc(model, *fgsm, y),
       Acc(model, *pgd, y));
   bool first = true;
+  std::vector<std::pair<std::string, std::string>> runs;  // variant, search
   for (absl::string_view v :
        absl::StrSplit(absl::GetFlag(FLAGS_variants), ',')) {
+    for (absl::string_view s :
+         absl::StrSplit(absl::GetFlag(FLAGS_lr_search), ',')) {
+      runs.emplace_back(std::string(v), std::string(s));
+    }
+  }
+  for (const auto& [v, search] : runs) {
     auto copy = posttrain::CopyModel(model);
     if (!copy.ok()) return 1;
     posttrain::DareOptions dare;
@@ -180,6 +193,15 @@ int main(int argc, char** argv) {
     dare.max_mine_inputs = absl::GetFlag(FLAGS_mine_inputs);
     dare.pipeline.seed = seed;
     dare.pipeline.tuner.max_epochs = absl::GetFlag(FLAGS_tune_epochs);
+    if (search == "halving") {
+      dare.pipeline.tuner.search =
+          posttrain::TunerOptions::Search::kSuccessiveHalving;
+      dare.pipeline.tuner.halving_min_epochs =
+          absl::GetFlag(FLAGS_halving_min_epochs);
+    } else if (search != "grid") {
+      std::fprintf(stderr, "--lr_search must be grid or halving\n");
+      return 2;
+    }
     dare.pipeline.tuner.learning_rates.clear();
     for (absl::string_view lr : absl::StrSplit(absl::GetFlag(FLAGS_lrs), ',')) {
       dare.pipeline.tuner.learning_rates.push_back(std::stod(std::string(lr)));
@@ -231,6 +253,13 @@ int main(int argc, char** argv) {
         t_samples *
         (static_cast<double>(data->validation.images[0].numel()) + 64) * 4 /
         1048576;
+    std::string trials;  // lr:epochs run:best epoch:best validation loss
+    for (const posttrain::LearningRateTrial& t : r.tune.trials) {
+      absl::StrAppendFormat(&trials, "%s%g:%d:%d:%.6g%s",
+                            trials.empty() ? "" : " ", t.lr, t.epochs,
+                            t.best_epoch, t.best_validation_loss,
+                            t.eliminated ? ":out" : "");
+    }
     std::printf(
         "%s\n  {\"memory\": {\"peak_reset\": %s, \"rss_before_mib\": "
         "%.1f, \"phase_peak_growth_mib\": %.1f, \"model_mib\": %.2f, "
@@ -240,13 +269,14 @@ int main(int argc, char** argv) {
         model_mib, t_mib);
     first = false;
     std::printf(
-        "%s\n  {\"variant\": \"%s\", \"accepted\": %s, \"T_over_D\": %.4f, "
+        "%s\n  {\"variant\": \"%s\", \"lr_search\": \"%s\", \"trials\": "
+        "\"%s\", \"accepted\": %s, \"T_over_D\": %.4f, "
         "\"augment_s\": %.2f, \"slice_s\": %.2f, \"tune_s\": %.2f, "
         "\"phase_s\": %.2f, \"phase_to_training\": %.3f, \"lr\": %g, "
         "\"tune_epochs_run\": %d, \"guard_before\": %.4f, \"guard_after\": "
         "%.4f, \"clean\": %.4f, \"fgsm_transfer\": %.4f, \"pgd_transfer\": "
         "%.4f, \"fgsm_adaptive\": %.4f}",
-        first ? "" : ",", dare.variant.c_str(),
+        first ? "" : ",", dare.variant.c_str(), search.c_str(), trials.c_str(),
         r.tune.accepted ? "true" : "false", f.count("T/D") ? f.at("T/D") : 0.0,
         r.augment_seconds, r.slice_seconds, r.tune_seconds, phase_s,
         phase_s / train_s, r.tune.lr, r.tune.epochs_run,

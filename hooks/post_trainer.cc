@@ -55,6 +55,12 @@ std::string SettingsJson(const PipelineResult& r, const PostTrainTask& task) {
                                                               : "sgd_momentum"),
       ", \"learning_rates\": [", LrList(t), "]",
       ", \"max_epochs\": ", t.max_epochs, ", \"patience\": ", t.patience,
+      ", \"lr_search\": ",
+      t.search == TunerOptions::Search::kGrid
+          ? std::string("\"grid\"")
+          : absl::StrCat("{\"successive_halving\": {\"min_epochs\": ",
+                         t.halving_min_epochs,
+                         ", \"factor\": ", t.halving_factor, "}}"),
       ", \"batch_size\": ", t.batch_size,
       ", \"momentum\": ", JsonNumber(t.momentum),
       ", \"weight_decay\": ", JsonNumber(t.weight_decay),
@@ -149,7 +155,9 @@ std::string ReportJson(const PipelineResult& r, const PostTrainTask& task,
         ", \"best_epoch\": ", tr.best_epoch,
         ", \"best_validation_loss\": ", JsonNumber(tr.best_validation_loss),
         ", \"guard\": ", JsonNumber(tr.guard_accuracy),
-        ", \"passes_guard\": ", Bool(tr.passes_guard), "}");
+        ", \"passes_guard\": ", Bool(tr.passes_guard),
+        ", \"epochs\": ", tr.epochs, ", \"eliminated\": ", Bool(tr.eliminated),
+        "}");
   }
   j += "]}\n}\n";
   return j;

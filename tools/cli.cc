@@ -89,6 +89,10 @@ ABSL_FLAG(std::string, lrs, "",
           "learning-rate grid, comma-separated; empty: ALGORITHMS.md's "
           "1e-3,1e-4,1e-5");
 ABSL_FLAG(int, tune_epochs, 0, "most tuning epochs per lr (0: 20)");
+ABSL_FLAG(std::string, lr_search, "grid",
+          "how the lr grid is searched: grid (every lr up to --tune_epochs) "
+          "or halving (successive halving: every lr 2 epochs, the best third "
+          "on, until one is left)");
 ABSL_FLAG(int64_t, train_size, -1,
           "cap on the Fashion-MNIST training half (-1: all 30000)");
 ABSL_FLAG(int64_t, validation_size, -1,
@@ -187,19 +191,33 @@ const std::vector<Command>& Commands() {
        "appears whole or not at all. The store is not modified.\n"
        "Exit 0: the tuned model passed the guard; 1: the guard kept the\n"
        "original (DIR then holds the original model).\n",
-       {"store",       "task",
-        "variant",     "data",
-        "schema",      "protected",
-        "mined",       "sliced",
-        "test",        "guard_fraction",
-        "mine_inputs", "slice_inputs",
-        "pairs",       "guard_pairs",
-        "lrs",         "tune_epochs",
-        "train_size",  "validation_size",
-        "test_size",   "seed",
-        "epoch",       "out",
-        "attacks",     "epsilons",
-        "attack_size", "threads",
+       {"store",
+        "task",
+        "variant",
+        "data",
+        "schema",
+        "protected",
+        "mined",
+        "sliced",
+        "test",
+        "guard_fraction",
+        "mine_inputs",
+        "slice_inputs",
+        "pairs",
+        "guard_pairs",
+        "lrs",
+        "tune_epochs",
+        "lr_search",
+        "train_size",
+        "validation_size",
+        "test_size",
+        "seed",
+        "epoch",
+        "out",
+        "attacks",
+        "epsilons",
+        "attack_size",
+        "threads",
         "progress"}},
       {"eval",
        "posttrain eval --model M --data ... [--attacks fgsm,bim,pgd,cw,jsma]\n"
@@ -1132,6 +1150,13 @@ absl::Status ApplyTunerFlags(PipelineOptions* p) {
   if (absl::GetFlag(FLAGS_tune_epochs) > 0) {
     p->tuner.max_epochs = absl::GetFlag(FLAGS_tune_epochs);
   }
+  const std::string search = absl::GetFlag(FLAGS_lr_search);
+  if (search == "halving") {
+    p->tuner.search = TunerOptions::Search::kSuccessiveHalving;
+  } else if (search != "grid") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--lr_search: '", search, "' is neither grid nor halving"));
+  }
   if (absl::GetFlag(FLAGS_slice_inputs) < 0) {
     return absl::InvalidArgumentError("--slice_inputs must be >= 0");
   }
@@ -1369,6 +1394,8 @@ absl::StatusOr<int> Improve(const CliOptions& o) {
     f->set_best_validation_loss(tr.best_validation_loss);
     f->set_guard(tr.guard_accuracy);
     f->set_passes_guard(tr.passes_guard);
+    f->set_epochs(tr.epochs);
+    f->set_eliminated(tr.eliminated);
   }
   for (const auto& [k, v] : r.augmentation.figures) {
     (*run.mutable_augmentation())[k] = v;

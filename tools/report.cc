@@ -352,12 +352,13 @@ std::string ReportMarkdown(const pb::RunReport& run) {
     m += "\n";
   }
   if (!run.trials().empty()) {
-    m += "## Learning rates\n\n| lr | best epoch | validation loss | guard | "
-         "passes |\n|---|---|---|---|---|\n";
+    m += "## Learning rates\n\n| lr | epochs run | best epoch | validation "
+         "loss | guard | passes |\n|---|---|---|---|---|---|\n";
     for (const auto& t : run.trials()) {
-      absl::StrAppendFormat(&m, "| %g | %d | %.5g | %.4f | %s |\n", t.lr(),
-                            t.best_epoch(), t.best_validation_loss(), t.guard(),
-                            t.passes_guard() ? "yes" : "no");
+      absl::StrAppendFormat(
+          &m, "| %g | %d%s | %d | %.5g | %.4f | %s |\n", t.lr(), t.epochs(),
+          t.eliminated() ? " (halving stopped it)" : "", t.best_epoch(),
+          t.best_validation_loss(), t.guard(), t.passes_guard() ? "yes" : "no");
     }
     m += "\n";
   }

@@ -2,8 +2,10 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <utility>
 
@@ -459,94 +461,231 @@ static absl::StatusOr<TuneReport> TuneModelImpl(
   return report;
 }
 
+namespace {
+
+// One learning rate's trial while it runs: its copy of the model (in eval
+// mode), its candidate, and the best epoch's state so far.
+struct Contender {
+  size_t index = 0;  // in TunerOptions::learning_rates
+  std::optional<torch::nn::Sequential> copy;
+  std::unique_ptr<EvalModeGuard> eval;
+  LearningRateCandidate candidate;
+  LearningRateTrial trial;
+  NamedTensors best_state;
+  int since_best = 0;
+  bool stopped = false;  // early stop or max_epochs: no more epochs
+};
+
+// The shared state of one search.
+class LearningRateSearch {
+ public:
+  LearningRateSearch(torch::nn::Sequential& model, const ModelMetric& guard,
+                     const TunerOptions& options,
+                     const std::function<absl::StatusOr<LearningRateCandidate>(
+                         torch::nn::Sequential& copy, double lr)>& make)
+      : model_(model),
+        guard_(guard),
+        options_(options),
+        make_(make),
+        lrs_(static_cast<int64_t>(options.learning_rates.size())),
+        accounted_(options.learning_rates.size(), 0),
+        trials_(options.learning_rates.size()) {}
+
+  absl::Status Begin() {
+    ReportProgress(options_.progress, "evaluation", evaluations_, lrs_ + 1,
+                   "evaluations");
+    PT_ASSIGN_OR_RETURN(report_.guard_accuracy_before, guard_(model_));
+    ReportProgress(options_.progress, "evaluation", ++evaluations_, lrs_ + 1,
+                   "evaluations");
+    return absl::OkStatus();
+  }
+
+  // A fresh copy of the model for grid entry `index`, and its validation
+  // loss before any epoch.
+  absl::StatusOr<std::unique_ptr<Contender>> Start(size_t index) {
+    auto c = std::make_unique<Contender>();
+    c->index = index;
+    const double lr = options_.learning_rates[index];
+    PT_ASSIGN_OR_RETURN(torch::nn::Sequential copy, CopyModel(model_));
+    c->copy = copy;
+    // Eval mode: BatchNorm keeps M's statistics, Dropout is off.
+    c->eval = std::make_unique<EvalModeGuard>(**c->copy);
+    PT_ASSIGN_OR_RETURN(c->candidate, make_(*c->copy, lr));
+    PT_ASSIGN_OR_RETURN(const double loss0, c->candidate.validation_loss());
+    if (index == 0) report_.validation_loss_before = loss0;
+    c->trial.lr = lr;
+    c->trial.best_validation_loss = loss0;
+    PT_ASSIGN_OR_RETURN(c->best_state, CopyModuleState(**c->copy));
+    return c;
+  }
+
+  // Runs epochs of `c` until it has run `budget` in all or stops early.
+  absl::Status Run(Contender& c, int budget) {
+    budget = std::min(budget, options_.max_epochs);
+    while (!c.stopped && c.trial.epochs < budget) {
+      const int epoch = c.trial.epochs + 1;
+      PT_RETURN_IF_ERROR(c.candidate.train_epoch(epoch));
+      ++report_.epochs_run;
+      c.trial.epochs = epoch;
+      PT_ASSIGN_OR_RETURN(const double loss, c.candidate.validation_loss());
+      if (loss < c.trial.best_validation_loss) {
+        c.trial.best_validation_loss = loss;
+        c.trial.best_epoch = epoch;
+        PT_ASSIGN_OR_RETURN(c.best_state, CopyModuleState(**c.copy));
+        c.since_best = 0;
+      } else if (++c.since_best >= options_.patience) {
+        c.stopped = true;
+      }
+      if (epoch >= options_.max_epochs) c.stopped = true;
+      Account(c, epoch);
+      // An early stop counts the trial's remaining epochs as done.
+      if (c.stopped) Account(c, options_.max_epochs);
+    }
+    return absl::OkStatus();
+  }
+
+  // Ends `c`'s trial: its best epoch's model faces the guard and becomes the
+  // winner if it passes with the lowest validation loss so far (ties: the
+  // earlier grid entry). Only the winner's copy is kept.
+  absl::Status Finish(std::unique_ptr<Contender> c, bool eliminated) {
+    c->trial.eliminated = eliminated;
+    Account(*c, options_.max_epochs);
+    PT_RETURN_IF_ERROR(LoadModuleState(c->best_state, **c->copy));
+    PT_ASSIGN_OR_RETURN(c->trial.guard_accuracy, guard_(*c->copy));
+    ReportProgress(options_.progress, "evaluation", ++evaluations_, lrs_ + 1,
+                   "evaluations");
+    c->trial.passes_guard =
+        report_.guard_accuracy_before - c->trial.guard_accuracy <=
+        options_.max_accuracy_drop + 1e-12;
+    const LearningRateTrial& t = c->trial;
+    trials_[c->index] = t;
+    const bool better =
+        t.best_validation_loss < winner_loss_ ||
+        (t.best_validation_loss == winner_loss_ && c->index < winner_index_);
+    if (t.best_epoch > 0 && t.passes_guard && better) {
+      winner_loss_ = t.best_validation_loss;
+      winner_index_ = c->index;
+      winner_ = *c->copy;
+      report_.lr = t.lr;
+      report_.best_epoch = t.best_epoch;
+      report_.guard_accuracy_after = t.guard_accuracy;
+      report_.validation_loss_after = t.best_validation_loss;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<TuneReport> End(const std::vector<std::string>& layers) {
+    report_.trials = trials_;
+    if (winner_.has_value()) {
+      PT_RETURN_IF_ERROR(SyncLayers(**winner_, *model_, layers));
+      report_.accepted = true;
+      return report_;
+    }
+    bool improved = false;
+    for (const auto& t : report_.trials) improved |= t.best_epoch > 0;
+    report_.reason =
+        improved ? absl::StrCat("every tuned candidate lost more than ",
+                                100 * options_.max_accuracy_drop,
+                                " points of guard accuracy; original kept")
+                 : "no learning rate improved the validation loss; original "
+                   "kept";
+    report_.guard_accuracy_after = report_.guard_accuracy_before;
+    report_.validation_loss_after = report_.validation_loss_before;
+    return report_;
+  }
+
+ private:
+  // Progress over lrs × max_epochs: a trial counts the epochs it ran, and
+  // all of max_epochs once it stops or is eliminated.
+  void Account(const Contender& c, int epochs) {
+    if (accounted_[c.index] >= epochs) return;
+    accounted_[c.index] = epochs;
+    int64_t done = 0;
+    for (int a : accounted_) done += a;
+    ReportProgress(options_.progress, "tuning", done,
+                   lrs_ * options_.max_epochs, "epochs");
+  }
+
+  torch::nn::Sequential& model_;
+  const ModelMetric& guard_;
+  const TunerOptions& options_;
+  const std::function<absl::StatusOr<LearningRateCandidate>(
+      torch::nn::Sequential& copy, double lr)>& make_;
+  const int64_t lrs_;
+  std::vector<int> accounted_;
+  std::vector<LearningRateTrial> trials_;
+  int64_t evaluations_ = 0;
+  TuneReport report_;
+  std::optional<torch::nn::Sequential> winner_;
+  double winner_loss_ = std::numeric_limits<double>::infinity();
+  size_t winner_index_ = 0;
+};
+
+}  // namespace
+
 absl::StatusOr<TuneReport> SearchLearningRates(
     torch::nn::Sequential& model, const ModelMetric& guard,
     const TunerOptions& options, const std::vector<std::string>& layers,
     const std::function<absl::StatusOr<LearningRateCandidate>(
         torch::nn::Sequential& copy, double lr)>& make) {
-  TuneReport report;
-  const int64_t lrs = static_cast<int64_t>(options.learning_rates.size());
-  const int64_t total_epochs = lrs * options.max_epochs;
-  int64_t evaluations = 0;
-  ReportProgress(options.progress, "evaluation", evaluations, lrs + 1,
-                 "evaluations");
-  PT_ASSIGN_OR_RETURN(report.guard_accuracy_before, guard(model));
-  ReportProgress(options.progress, "evaluation", ++evaluations, lrs + 1,
-                 "evaluations");
-  std::optional<torch::nn::Sequential> winner;
-  double winner_loss = std::numeric_limits<double>::infinity();
-  for (size_t trial_no = 0; trial_no < options.learning_rates.size();
-       ++trial_no) {
-    const double lr = options.learning_rates[trial_no];
-    PT_ASSIGN_OR_RETURN(torch::nn::Sequential copy, CopyModel(model));
-    // Eval mode: BatchNorm keeps M's statistics, Dropout is off.
-    EvalModeGuard eval(*copy);
-    PT_ASSIGN_OR_RETURN(LearningRateCandidate candidate, make(copy, lr));
-    PT_ASSIGN_OR_RETURN(const double loss0, candidate.validation_loss());
-    if (trial_no == 0) report.validation_loss_before = loss0;
-    LearningRateTrial trial;
-    trial.lr = lr;
-    trial.best_validation_loss = loss0;
-    PT_ASSIGN_OR_RETURN(NamedTensors best_state, CopyModuleState(*copy));
-    int since_best = 0;
-    int ran = 0;  // epochs of this trial
-    for (int epoch = 1; epoch <= options.max_epochs; ++epoch) {
-      PT_RETURN_IF_ERROR(candidate.train_epoch(epoch));
-      ++report.epochs_run;
-      ++ran;
-      ReportProgress(
-          options.progress, "tuning",
-          static_cast<int64_t>(trial_no) * options.max_epochs + epoch,
-          total_epochs, "epochs");
-      PT_ASSIGN_OR_RETURN(const double loss, candidate.validation_loss());
-      if (loss < trial.best_validation_loss) {
-        trial.best_validation_loss = loss;
-        trial.best_epoch = epoch;
-        PT_ASSIGN_OR_RETURN(best_state, CopyModuleState(*copy));
-        since_best = 0;
-      } else if (++since_best >= options.patience) {
-        break;
-      }
-    }
-    // An early stop skips the trial's remaining epochs (reported once).
-    if (ran < options.max_epochs) {
-      ReportProgress(options.progress, "tuning",
-                     static_cast<int64_t>(trial_no + 1) * options.max_epochs,
-                     total_epochs, "epochs");
-    }
-    PT_RETURN_IF_ERROR(LoadModuleState(best_state, *copy));
-    PT_ASSIGN_OR_RETURN(trial.guard_accuracy, guard(copy));
-    ReportProgress(options.progress, "evaluation", ++evaluations, lrs + 1,
-                   "evaluations");
-    trial.passes_guard = report.guard_accuracy_before - trial.guard_accuracy <=
-                         options.max_accuracy_drop + 1e-12;
-    report.trials.push_back(trial);
-    if (trial.best_epoch > 0 && trial.passes_guard &&
-        trial.best_validation_loss < winner_loss) {
-      winner_loss = trial.best_validation_loss;
-      winner = copy;
-      report.lr = lr;
-      report.best_epoch = trial.best_epoch;
-      report.guard_accuracy_after = trial.guard_accuracy;
-      report.validation_loss_after = trial.best_validation_loss;
-    }
+  if (options.search == TunerOptions::Search::kSuccessiveHalving &&
+      (options.halving_min_epochs < 1 || options.halving_factor < 2)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tuner options: successive halving needs halving_min_epochs >= 1 "
+        "and halving_factor >= 2 (got ",
+        options.halving_min_epochs, " and ", options.halving_factor, ")"));
   }
-  if (winner.has_value()) {
-    PT_RETURN_IF_ERROR(SyncLayers(**winner, *model, layers));
-    report.accepted = true;
-  } else {
-    bool improved = false;
-    for (const auto& t : report.trials) improved |= t.best_epoch > 0;
-    report.reason =
-        improved ? absl::StrCat("every tuned candidate lost more than ",
-                                100 * options.max_accuracy_drop,
-                                " points of guard accuracy; original kept")
-                 : "no learning rate improved the validation loss; original "
-                   "kept";
-    report.guard_accuracy_after = report.guard_accuracy_before;
-    report.validation_loss_after = report.validation_loss_before;
+  LearningRateSearch search(model, guard, options, make);
+  PT_RETURN_IF_ERROR(search.Begin());
+  const size_t lrs = options.learning_rates.size();
+  if (options.search == TunerOptions::Search::kGrid) {
+    // One trial at a time: at most the running copy and the winner's.
+    for (size_t i = 0; i < lrs; ++i) {
+      PT_ASSIGN_OR_RETURN(std::unique_ptr<Contender> c, search.Start(i));
+      PT_RETURN_IF_ERROR(search.Run(*c, options.max_epochs));
+      PT_RETURN_IF_ERROR(search.Finish(std::move(c), /*eliminated=*/false));
+    }
+    return search.End(layers);
   }
-  return report;
+  // Successive halving: every lr runs halving_min_epochs; the best
+  // 1/halving_factor of them (lowest best validation loss; an lr that never
+  // improved ranks last) run on to halving_factor times as many epochs, and
+  // so on until one is left, which runs to max_epochs. Each trial keeps its
+  // own copy, optimizer and shuffling generator across rungs, so a trial's
+  // epochs are the ones the grid search runs for that lr.
+  std::vector<std::unique_ptr<Contender>> alive;
+  for (size_t i = 0; i < lrs; ++i) {
+    PT_ASSIGN_OR_RETURN(std::unique_ptr<Contender> c, search.Start(i));
+    alive.push_back(std::move(c));
+  }
+  int64_t budget = options.halving_min_epochs;
+  while (alive.size() > 1 && budget < options.max_epochs) {
+    for (auto& c : alive) {
+      PT_RETURN_IF_ERROR(search.Run(*c, static_cast<int>(budget)));
+    }
+    std::stable_sort(alive.begin(), alive.end(),
+                     [](const std::unique_ptr<Contender>& a,
+                        const std::unique_ptr<Contender>& b) {
+                       const bool ia = a->trial.best_epoch > 0;
+                       const bool ib = b->trial.best_epoch > 0;
+                       if (ia != ib) return ia;
+                       return a->trial.best_validation_loss <
+                              b->trial.best_validation_loss;
+                     });
+    const size_t keep =
+        (alive.size() + options.halving_factor - 1) / options.halving_factor;
+    for (size_t k = keep; k < alive.size(); ++k) {
+      PT_RETURN_IF_ERROR(search.Finish(std::move(alive[k]),
+                                       /*eliminated=*/true));
+    }
+    alive.resize(keep);
+    budget *= options.halving_factor;
+  }
+  for (auto& c : alive) {
+    PT_RETURN_IF_ERROR(search.Run(*c, options.max_epochs));
+    PT_RETURN_IF_ERROR(search.Finish(std::move(c), /*eliminated=*/false));
+  }
+  return search.End(layers);
 }
 
 absl::StatusOr<TuneReport> TuneModel(torch::nn::Sequential& model,

@@ -132,6 +132,19 @@ struct TunerOptions {
   std::vector<double> learning_rates = {1e-3, 1e-4, 1e-5};
   int max_epochs = 20;
   int patience = 3;  // epochs without a better validation loss
+  // How the lr grid is searched. kGrid (ALGORITHMS.md §2): every lr runs
+  // up to max_epochs. kSuccessiveHalving: every lr runs halving_min_epochs;
+  // the best 1/halving_factor (by best validation loss) run on to
+  // halving_factor times as many epochs, until one is left, which runs to
+  // max_epochs. Each lr's epochs are the grid search's for that lr (same
+  // batches, same steps), so when both pick the same lr the tuned weights
+  // are bit-identical; halving may pick another lr when the ranking after
+  // few epochs differs from the final one. Every lr's best epoch still
+  // faces the guard. It holds every lr's copy of M_T at once.
+  enum class Search { kGrid, kSuccessiveHalving };
+  Search search = Search::kGrid;
+  int halving_min_epochs = 2;
+  int halving_factor = 3;
   int64_t batch_size = 128;
   double momentum = 0.9;  // kSgdMomentum
   double weight_decay = 0.0;
@@ -153,6 +166,8 @@ struct LearningRateTrial {
   double best_validation_loss = 0;
   double guard_accuracy = 0;  // of the best epoch's model
   bool passes_guard = false;
+  int epochs = 0;           // epochs this lr ran
+  bool eliminated = false;  // stopped by successive halving
 };
 
 struct TuneReport {
@@ -195,7 +210,9 @@ struct LearningRateCandidate {
 
 // The search both tuners share: for each lr, `make` builds a candidate on a
 // fresh copy of `model` (in eval mode); epochs run until max_epochs or
-// `patience` epochs without a lower validation loss; the best epoch is kept;
+// `patience` epochs without a lower validation loss (or, with
+// options.search = kSuccessiveHalving, until halving stops the lr, as
+// TunerOptions::search says); the best epoch is kept;
 // the candidate with the lowest loss among those within the accuracy guard
 // is synced into `model` (the tensors of `layers`); otherwise the report
 // says why the original stays.

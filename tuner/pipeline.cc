@@ -134,6 +134,13 @@ static absl::Status CheckSettings(const PipelineOptions& o) {
         "tuner.max_epochs, tuner.batch_size and tuner.patience must be "
         "positive");
   }
+  if (t.search == TunerOptions::Search::kSuccessiveHalving &&
+      (t.halving_min_epochs < 1 || t.halving_factor < 2)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tuner.halving_min_epochs must be >= 1 and "
+                     "tuner.halving_factor >= 2, got ",
+                     t.halving_min_epochs, " and ", t.halving_factor));
+  }
   if (t.p < 0) return absl::InvalidArgumentError("tuner.p must be >= 0");
   if (t.seed != TunerOptions{}.seed && t.seed != o.seed) {
     return absl::InvalidArgumentError(absl::StrCat(

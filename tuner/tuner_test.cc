@@ -335,5 +335,147 @@ TEST(MaskedTuner, EveryStepChangesOnlyItsOwnCriterionsMask) {
   EXPECT_GT(outside_criterion_0, 0);
 }
 
+// Successive halving over scripted candidates: losses per lr and epoch are
+// given, so the schedule, the eliminations and the winner are known.
+// Grid of 5, min 1 epoch, factor 3: all 5 run 1 epoch, the best 2 run to 3,
+// the best of those runs to max_epochs (6).
+TEST(SuccessiveHalving,
+     RunsTheScheduleAndFallsBackWhenTheSurvivorFailsTheGuard) {
+  const std::vector<double> lrs = {1, 2, 3, 4, 5};
+  // loss[lr index][epoch - 1]; the loss before any epoch is 10.
+  const std::vector<std::vector<double>> loss = {
+      {9.0, 8.0, 7.0, 6.0, 5.0, 4.0},  // slow start, best at the end
+      {8.0, 7.9, 7.8, 7.7, 7.6, 7.5},  // second after epoch 1
+      {9.5, 9.4, 9.3, 9.2, 9.1, 9.0},
+      {7.0, 3.0, 2.5, 2.0, 1.5, 1.0},  // best after epoch 1 and after 3
+      {9.9, 9.8, 9.7, 9.6, 9.5, 9.4},
+  };
+  for (const bool survivor_fails : {false, true}) {
+    nn::Sequential model(nn::Linear(1, 1));
+    std::vector<int> epochs_seen(lrs.size(), 0);
+    auto make = [&](nn::Sequential& copy,
+                    double lr) -> absl::StatusOr<LearningRateCandidate> {
+      const size_t i = static_cast<size_t>(lr) - 1;
+      LearningRateCandidate c;
+      auto ran = std::make_shared<int>(0);
+      c.train_epoch = [&, i, ran, copy](int epoch) -> absl::Status {
+        EXPECT_EQ(epoch, *ran + 1);
+        *ran = epoch;
+        ++epochs_seen[i];
+        torch::NoGradGuard g;
+        copy->ptr(0)->as<nn::Linear>()->weight.fill_(
+            static_cast<double>(10 * (i + 1) + epoch));  // encodes lr and epoch
+        return absl::OkStatus();
+      };
+      c.validation_loss = [&, i, ran]() -> absl::StatusOr<double> {
+        return *ran == 0 ? 10.0 : loss[i][*ran - 1];
+      };
+      return c;
+    };
+    // The guard: the original weight passes; lr 4's models fail when asked.
+    ModelMetric guard = [&](const nn::Sequential& m) -> absl::StatusOr<double> {
+      const double w = m->ptr(0)->as<nn::Linear>()->weight.item<double>();
+      return survivor_fails && w > 40 && w < 50 ? 0.0 : 1.0;
+    };
+    TunerOptions options;
+    options.learning_rates = lrs;
+    options.max_epochs = 6;
+    options.patience = 10;
+    options.search = TunerOptions::Search::kSuccessiveHalving;
+    options.halving_min_epochs = 1;
+    options.halving_factor = 3;
+    auto report = SearchLearningRates(model, guard, options, {"0"}, make);
+    ASSERT_TRUE(report.ok()) << report.status();
+    EXPECT_EQ(epochs_seen, (std::vector<int>{1, 3, 1, 6, 1}));
+    EXPECT_EQ(report->epochs_run, 12);
+    ASSERT_EQ(report->trials.size(), lrs.size());
+    for (size_t i = 0; i < lrs.size(); ++i) {
+      EXPECT_EQ(report->trials[i].lr, lrs[i]);
+      EXPECT_EQ(report->trials[i].epochs, epochs_seen[i]) << i;
+      EXPECT_EQ(report->trials[i].eliminated, i != 3) << i;
+    }
+    const double w = model->ptr(0)->as<nn::Linear>()->weight.item<double>();
+    ASSERT_TRUE(report->accepted) << report->reason;
+    if (!survivor_fails) {
+      // lr 4 at its best epoch, 6.
+      EXPECT_EQ(report->lr, 4.0);
+      EXPECT_EQ(report->best_epoch, 6);
+      EXPECT_EQ(w, 46);
+    } else {
+      // lr 4 fails the guard: the lowest loss among the rest is lr 2's 7.8
+      // after 3 epochs (lr 1's 9.0 after its one).
+      EXPECT_FALSE(report->trials[3].passes_guard);
+      EXPECT_EQ(report->lr, 2.0);
+      EXPECT_EQ(report->best_epoch, 3);
+      EXPECT_EQ(w, 23);
+    }
+  }
+  // Bad settings are named.
+  nn::Sequential model(nn::Linear(1, 1));
+  TunerOptions bad;
+  bad.search = TunerOptions::Search::kSuccessiveHalving;
+  bad.halving_factor = 1;
+  auto r = SearchLearningRates(
+      model, [](const nn::Sequential&) { return absl::StatusOr<double>(1.0); },
+      bad, {"0"},
+      [](nn::Sequential&, double) -> absl::StatusOr<LearningRateCandidate> {
+        return absl::InternalError("not reached");
+      });
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "halving_factor"))
+      << r.status();
+}
+
+// On a real tuning run, halving's epochs for the lr it keeps are the grid
+// search's: when both pick the same lr, the tuned weights are bit-identical,
+// with fewer epochs run in all.
+TEST(SuccessiveHalving, SameWinnerAsTheGridGivesBitIdenticalWeights) {
+  Blobs d = MakeBlobs(300, 4);
+  std::vector<Slice> slices;
+  TuningData train, val;
+  {
+    nn::Sequential m = TrainedMlp(d);
+    slices = HalfSlices(m, d);
+    auto view = RegressionView::Create(m);
+    at::Tensor refs;
+    {
+      torch::NoGradGuard g;
+      refs = *view->Forward(d.x) * 1.3 + 0.1;
+    }
+    train = {d.x.slice(0, 0, 240), refs.slice(0, 0, 240), d.y.slice(0, 0, 240),
+             d.y.slice(0, 0, 240)};
+    val = {d.x.slice(0, 240), refs.slice(0, 240), d.y.slice(0, 240),
+           d.y.slice(0, 240)};
+  }
+  TunerOptions options;
+  options.learning_rates = {1e-4, 1e-2, 1e-6};
+  options.max_epochs = 8;
+  options.max_accuracy_drop = 1.0;
+  nn::Sequential by_grid = TrainedMlp(d);
+  auto grid = TuneModel(by_grid, slices, train, val, {d.x, d.y}, options);
+  ASSERT_TRUE(grid.ok()) << grid.status();
+  options.search = TunerOptions::Search::kSuccessiveHalving;
+  options.halving_min_epochs = 2;
+  nn::Sequential by_halving = TrainedMlp(d);
+  auto halving = TuneModel(by_halving, slices, train, val, {d.x, d.y}, options);
+  ASSERT_TRUE(halving.ok()) << halving.status();
+  ASSERT_TRUE(grid->accepted && halving->accepted);
+  EXPECT_EQ(grid->lr, 1e-2);
+  EXPECT_EQ(halving->lr, grid->lr);
+  EXPECT_EQ(halving->best_epoch, grid->best_epoch);
+  EXPECT_EQ(halving->validation_loss_after, grid->validation_loss_after);
+  EXPECT_LT(halving->epochs_run, grid->epochs_run);
+  EXPECT_EQ(halving->trials[0].epochs, 2);
+  EXPECT_TRUE(halving->trials[0].eliminated);
+  EXPECT_EQ(halving->trials[2].epochs, 2);
+  EXPECT_FALSE(halving->trials[1].eliminated);
+  EXPECT_EQ(halving->trials[1].epochs, grid->trials[1].epochs);
+  NamedTensors a = *CopyModuleState(*by_grid);
+  NamedTensors b = *CopyModuleState(*by_halving);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(torch::equal(a[i].tensor, b[i].tensor)) << a[i].name;
+  }
+}
+
 }  // namespace
 }  // namespace posttrain
