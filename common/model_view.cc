@@ -1,8 +1,12 @@
 #include "common/model_view.h"
 
+#include <ATen/core/grad_mode.h>
 #include <torch/nn/modules/container/any.h>
 #include <torch/nn/modules/container/sequential.h>
 
+#include <atomic>
+#include <cstdlib>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -119,15 +123,24 @@ absl::StatusOr<at::Tensor> ModelView::Forward(
     return absl::InvalidArgumentError("taps given without an output vector");
   }
   if (tapped) tapped->assign(taps.size(), at::Tensor());
+  const bool channels_last =
+      ChannelsLastInference() && !at::GradMode::is_enabled() && x.defined() &&
+      x.device().is_cpu() && x.scalar_type() == at::kFloat;
+  auto plain = [&](const at::Tensor& t) {
+    return channels_last && t.dim() == 4 ? t.contiguous() : t;
+  };
   at::Tensor h = x;
   // One try around the loop: the error's context (the layer's name and
   // summary) is formatted only when a layer throws, not on every forward.
   int i = 0;
   try {
     for (; i < end; ++i) {
+      if (channels_last && h.dim() == 4) {
+        h = h.contiguous(at::MemoryFormat::ChannelsLast);
+      }
       h = impl_->modules[i].forward(h);
       for (size_t k = 0; k < taps.size(); ++k) {
-        if (taps[k] == i) (*tapped)[k] = h;
+        if (taps[k] == i) (*tapped)[k] = plain(h);
       }
     }
   } catch (...) {
@@ -135,7 +148,20 @@ absl::StatusOr<at::Tensor> ModelView::Forward(
         absl::StrCat("forward of layer '", impl_->layers[i].name, "' (",
                      LayerSummary(impl_->layers[i].spec), ")"));
   }
-  return h;
+  return plain(h);
 }
+
+namespace {
+std::atomic<bool>& ChannelsLastFlag() {
+  static std::atomic<bool> flag([] {
+    const char* v = std::getenv("POSTTRAIN_CHANNELS_LAST");
+    return v == nullptr || std::string(v) != "0";
+  }());
+  return flag;
+}
+}  // namespace
+
+bool ChannelsLastInference() { return ChannelsLastFlag().load(); }
+void SetChannelsLastInference(bool on) { ChannelsLastFlag().store(on); }
 
 }  // namespace posttrain

@@ -67,6 +67,34 @@ TEST(ModelView, ForwardMatchesTheModelAndTapsLayers) {
   EXPECT_TRUE(torch::allclose(*shifted, *out + 1.0));
 }
 
+// No-grad CPU forwards run in channels-last memory (ChannelsLastInference):
+// the same values as the NCHW forward, and the output and 4-D taps come back
+// contiguous, as callers that view() them expect.
+TEST(ModelView, ChannelsLastInferenceGivesTheSameContiguousTensors) {
+  nn::Sequential model = NestedCnn();
+  model->eval();
+  auto view = ModelView::Create(model);
+  ASSERT_TRUE(view.ok());
+  ASSERT_TRUE(ChannelsLastInference());  // the default
+  torch::NoGradGuard g;
+  torch::Tensor x = torch::rand({7, 1, 8, 8});
+  std::vector<at::Tensor> taps;
+  auto out = view->Forward(x, 4, {2, 3}, &taps);  // up to the max pooling
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(taps.size(), 2u);
+  EXPECT_TRUE(out->is_contiguous());
+  EXPECT_TRUE(taps[0].is_contiguous());  // [7, 4, 8, 8]
+  EXPECT_TRUE(taps[1].is_contiguous());
+  EXPECT_EQ(taps[0].view({7, -1}).size(1), 4 * 8 * 8);
+  SetChannelsLastInference(false);
+  std::vector<at::Tensor> nchw_taps;
+  auto nchw = view->Forward(x, 4, {2, 3}, &nchw_taps);
+  SetChannelsLastInference(true);
+  ASSERT_TRUE(nchw.ok());
+  EXPECT_TRUE(torch::allclose(*out, *nchw, 1e-6, 1e-7));
+  EXPECT_TRUE(torch::allclose(taps[0], nchw_taps[0], 1e-6, 1e-7));
+}
+
 TEST(ModelView, ErrorsNameTheProblem) {
   nn::Sequential bad(nn::Linear(4, 4), nn::Softmax(1));
   auto view = ModelView::Create(bad);
