@@ -56,11 +56,10 @@ std::string SettingsJson(const PipelineResult& r, const PostTrainTask& task) {
       ", \"learning_rates\": [", LrList(t), "]",
       ", \"max_epochs\": ", t.max_epochs, ", \"patience\": ", t.patience,
       ", \"lr_search\": ",
-      t.search == TunerOptions::Search::kGrid
-          ? std::string("\"grid\"")
-          : absl::StrCat("{\"successive_halving\": {\"min_epochs\": ",
-                         t.halving_min_epochs,
-                         ", \"factor\": ", t.halving_factor, "}}"),
+      JsonQuote(t.search == TunerOptions::Search::kGrid ? "grid"
+                                                        : "successive_halving"),
+      ", \"halving_min_epochs\": ", t.halving_min_epochs,
+      ", \"halving_factor\": ", t.halving_factor,
       ", \"batch_size\": ", t.batch_size,
       ", \"momentum\": ", JsonNumber(t.momentum),
       ", \"weight_decay\": ", JsonNumber(t.weight_decay),

@@ -215,6 +215,32 @@ std::string Outcome(const std::string& dir) {
              testing::ReadFileBytes(dir + "/model.safetensors")));
 }
 
+// --lr_search=halving: every lr's epochs and whether halving stopped it are
+// recorded; the setting is in settings_json; an unknown search is named.
+TEST(CliImprove, HalvingRecordsEachLearningRatesEpochs) {
+  const std::string out = testing::MakeTempDir("improve_halving") + "/run";
+  Result r = Tool(ImproveArgs(out) + " --lr_search=halving");
+  ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 1) << r.err;
+  auto run = ReadRunReport(out);
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_EQ(run->trials_size(), 2);
+  // Two lrs, 2 epochs each, then the better one alone to --tune_epochs=3.
+  int eliminated = 0, epochs = 0;
+  for (const auto& t : run->trials()) {
+    eliminated += t.eliminated();
+    epochs += t.epochs();
+    EXPECT_EQ(t.epochs(), t.eliminated() ? 2 : 3) << t.lr();
+  }
+  EXPECT_EQ(eliminated, 1);
+  EXPECT_EQ(run->epochs_run(), epochs);
+  EXPECT_TRUE(absl::StrContains(run->settings_json(),
+                                "\"lr_search\": \"successive_halving\""))
+      << run->settings_json();
+  Result bad = Tool(ImproveArgs(out + "_bad") + " --lr_search=fastest");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(bad.err, "--lr_search: 'fastest'")) << bad.err;
+}
+
 TEST(CliImprove, RobustnessWritesTheRunAndIsNotRedone) {
   const std::string out = testing::MakeTempDir("improve") + "/run";
   Result r = Tool(ImproveArgs(out));

@@ -1413,13 +1413,16 @@ absl::StatusOr<int> Improve(const CliOptions& o) {
   run.set_settings_json(absl::StrFormat(
       "{\"variant\": \"%s\", \"q\": %g, \"p\": %d, \"slice\": %s, "
       "\"transform\": %s, \"learning_rates\": [%s], \"max_epochs\": %d, "
-      "\"max_slice_inputs\": %d, \"seed\": %d}",
+      "\"lr_search\": \"%s\", \"max_slice_inputs\": %d, \"seed\": %d}",
       variant, r.settings.slicer.q, r.settings.tuner.p,
       r.settings.slice ? "true" : "false",
       r.settings.transform ? "true" : "false",
       absl::StrJoin(r.settings.tuner.learning_rates, ", "),
-      r.settings.tuner.max_epochs, r.settings.max_slice_inputs,
-      r.settings.seed));
+      r.settings.tuner.max_epochs,
+      r.settings.tuner.search == TunerOptions::Search::kGrid
+          ? "grid"
+          : "successive_halving",
+      r.settings.max_slice_inputs, r.settings.seed));
 
   // Before and after, on the test data.
   t = std::chrono::steady_clock::now();
