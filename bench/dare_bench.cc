@@ -26,6 +26,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_util.h"
+#include "bench/tensor_memory.h"
 #include "cnn_training.h"
 #include "hooks/history_recorder.h"
 #include "hooks/post_trainer.h"
@@ -114,8 +115,57 @@ double Acc(const torch::nn::Sequential& m, const at::Tensor& x,
 
 }  // namespace
 
+// Records the peak of live tensor bytes within each stage of the phase
+// (bench/tensor_memory.h), above the live bytes when the phase started.
+class StagePeaks : public posttrain::ProgressSink {
+ public:
+  void Start() {
+    using posttrain::bench::TensorMemory;
+    base_ = TensorMemory::Live();
+    stage_ = "setup";
+    peaks_.clear();
+    TensorMemory::ResetPeak();
+  }
+  void Update(const posttrain::ProgressUpdate& u) override {
+    if (u.stage != stage_) Close(u.stage);
+  }
+  // Closes the last stage; returns "stage:MiB,..." in order.
+  std::string Finish() {
+    Close("");
+    std::string out;
+    for (const auto& [stage, bytes] : peaks_) {
+      absl::StrAppendFormat(&out, "%s%s:%.2f", out.empty() ? "" : ",", stage,
+                            bytes / 1048576.0);
+    }
+    return out;
+  }
+  // The highest peak of any stage.
+  int64_t Max() const {
+    int64_t m = 0;
+    for (const auto& [stage, bytes] : peaks_) m = std::max(m, bytes);
+    return m;
+  }
+
+ private:
+  void Close(const std::string& next) {
+    using posttrain::bench::TensorMemory;
+    const int64_t peak = TensorMemory::Peak() - base_;
+    bool found = false;
+    for (auto& [stage, bytes] : peaks_) {
+      if (stage == stage_) bytes = std::max(bytes, peak), found = true;
+    }
+    if (!found) peaks_.emplace_back(stage_, peak);
+    stage_ = next;
+    TensorMemory::ResetPeak();
+  }
+  int64_t base_ = 0;
+  std::string stage_;
+  std::vector<std::pair<std::string, int64_t>> peaks_;
+};
+
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  posttrain::bench::TensorMemory::Install();
   torch::set_num_threads(absl::GetFlag(FLAGS_threads));
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   torch::manual_seed(seed);
@@ -154,6 +204,31 @@ int main(int argc, char** argv) {
   }
   if (!callbacks.OnTrainEnd().ok()) return 1;
 
+  // One batch's working set, for the memory bound: a tuning step's forward
+  // and backward (128 samples, parameter gradients included) and the
+  // phase's largest forward without gradients (512 images: the tuner's
+  // validation loss; mining, slicing and the guard run 256), on a copy of
+  // the trained model. Live tensor bytes (bench/tensor_memory.h).
+  using posttrain::bench::TensorMemory;
+  int64_t step_bytes = 0, forward_bytes = 0;
+  {
+    auto copied = posttrain::CopyModel(model);
+    if (!copied.ok()) return 1;
+    torch::nn::Sequential probe = *copied;
+    TensorMemory::ResetPeak();
+    {
+      at::Tensor out = probe->forward(data->train.images.narrow(0, 0, 128));
+      torch::nn::functional::cross_entropy(out,
+                                           data->train.labels.narrow(0, 0, 128))
+          .backward();
+    }
+    step_bytes = TensorMemory::Peak() - TensorMemory::AtReset();
+    for (auto& p : probe->parameters()) p.mutable_grad() = at::Tensor();
+    torch::NoGradGuard no_grad;
+    TensorMemory::ResetPeak();
+    { at::Tensor out = probe->forward(data->train.images.narrow(0, 0, 512)); }
+    forward_bytes = TensorMemory::Peak() - TensorMemory::AtReset();
+  }
   const int64_t n =
       std::min(absl::GetFlag(FLAGS_attack_size), data->test.size());
   const at::Tensor x = data->test.images.narrow(0, 0, n);
@@ -214,9 +289,14 @@ int main(int argc, char** argv) {
     posttrain::PostTrainerOptions post;
     post.store_improved = false;
     post.report_dir = dir;
+    StagePeaks stage_peaks;
+    post.progress = &stage_peaks;
     posttrain::PostTrainer trainer(*copy, recorder, profiler, std::move(*task),
                                    post);
     const bool peak_reset = posttrain::bench::ResetPeakRss();
+    TensorMemory::ResetPeak();
+    const int64_t tensor_before = TensorMemory::Live();
+    stage_peaks.Start();
     const int64_t rss_before_kib = posttrain::bench::ProcStatusKiB("VmRSS");
     const bool op_profile = first && absl::GetFlag(FLAGS_op_profile);
     if (op_profile) {
@@ -232,6 +312,8 @@ int main(int argc, char** argv) {
       first = false;
     }
     const int64_t peak_kib = posttrain::bench::ProcStatusKiB("VmHWM");
+    const std::string stage_mib = stage_peaks.Finish();
+    const int64_t tensor_growth = stage_peaks.Max();
     if (!s.ok()) {
       std::fprintf(stderr, "%s: %s\n", dare.variant.c_str(),
                    s.ToString().c_str());
@@ -260,13 +342,49 @@ int main(int argc, char** argv) {
                             t.best_epoch, t.best_validation_loss,
                             t.eliminated ? ":out" : "");
     }
+    // The two splits of the validation data the phase copies (SplitForGuard
+    // at DareOptions' default guard fraction 0.1): the guard split and the
+    // mined D, and the miner's [|D|, 64] reference table.
+    const int64_t n_val = data->validation.size();
+    const int64_t n_guard = std::llround(n_val * 0.1);
+    const int64_t mine_flag = absl::GetFlag(FLAGS_mine_inputs);
+    const int64_t n_mined =
+        mine_flag > 0 ? std::min(mine_flag, n_val - n_guard) : n_val - n_guard;
+    const double refs_mib = static_cast<double>(n_mined) * 64 * 4 / 1048576;
+    // D goes after mining, before slicing copies its own sample of the
+    // training data (at most max_slice_inputs): the larger of the two counts.
+    const int64_t max_slice = posttrain::DefaultDarePipeline().max_slice_inputs;
+    const int64_t n_sliced = max_slice > 0
+                                 ? std::min(max_slice, data->train.size())
+                                 : data->train.size();
+    const double copied_inputs_mib =
+        static_cast<double>(n_guard + std::max(n_mined, n_sliced)) *
+        static_cast<double>(data->validation.images[0].numel()) * 4 / 1048576;
+    // The stated bound (robustness/history_miner.h): the copied inputs, T, the
+    // reference table, one batch's working set (the larger of a tuning step
+    // and the largest no-grad forward), and the models the phase holds at
+    // once: M, the history or regression model, the tuner's best weights,
+    // gradients and Adam's two moments.
+    constexpr double kMiB = 1048576.0;
+    const double working_mib =
+        static_cast<double>(std::max(step_bytes, forward_bytes)) / kMiB;
+    const double bound_mib =
+        copied_inputs_mib + t_mib + refs_mib + working_mib + 6 * model_mib;
     std::printf(
         "%s\n  {\"memory\": {\"peak_reset\": %s, \"rss_before_mib\": "
-        "%.1f, \"phase_peak_growth_mib\": %.1f, \"model_mib\": %.2f, "
-        "\"T_mib\": %.1f}}",
+        "%.1f, \"phase_peak_growth_mib\": %.1f, "
+        "\"phase_tensor_peak_growth_mib\": %.2f, \"model_mib\": %.2f, "
+        "\"T_mib\": %.2f, \"references_mib\": %.2f, "
+        "\"copied_inputs_mib\": %.2f, \"tuning_step_mib\": %.2f, "
+        "\"forward_512_mib\": %.2f, "
+        "\"bound_mib\": %.2f, \"within_bound\": %s, \"live_before_mib\": "
+        "%.2f, \"stage_peak_mib\": \"%s\"}}",
         first ? "" : ",", peak_reset ? "true" : "false",
         rss_before_kib / 1024.0, (peak_kib - rss_before_kib) / 1024.0,
-        model_mib, t_mib);
+        tensor_growth / kMiB, model_mib, t_mib, refs_mib, copied_inputs_mib,
+        step_bytes / kMiB, forward_bytes / kMiB, bound_mib,
+        tensor_growth / kMiB <= bound_mib ? "true" : "false",
+        tensor_before / kMiB, stage_mib.c_str());
     first = false;
     std::printf(
         "%s\n  {\"variant\": \"%s\", \"lr_search\": \"%s\", \"trials\": "

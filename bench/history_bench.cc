@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -31,6 +32,10 @@
 
 ABSL_FLAG(std::string, store, "runs/fashion_mnist/history",
           "history store written by the main job");
+ABSL_FLAG(std::string, dump_dir, "",
+          "if set: write every epoch's float32 tensors there as "
+          "<epoch>_<name>.f32 (raw little-endian, for offline analysis) "
+          "and exit");
 ABSL_FLAG(std::string, tmp, "/tmp/posttrain_history_bench",
           "scratch directory");
 ABSL_FLAG(int, repeats, 5, "repetitions of each timing (median reported)");
@@ -54,6 +59,9 @@ ABSL_FLAG(double, lossy_delta_step_factor,
 ABSL_FLAG(
     int, lossy_small_bits, posttrain::HistoryOptions().lossy_small_bits,
     "lossy codec: bits of tensors under lossy_min_elements (0: lossless)");
+ABSL_FLAG(bool, lossy_diffusion,
+          posttrain::HistoryOptions().lossy_error_diffusion,
+          "lossy codec: error diffusion along each output row");
 ABSL_FLAG(int64_t, lossy_min_elements,
           posttrain::HistoryOptions().lossy_min_elements,
           "lossy codec: smaller tensors are stored losslessly");
@@ -181,6 +189,20 @@ int main(int argc, char** argv) {
     if (!it.status().ok()) Die(it.status());
   }
   if (states.empty()) Die(absl::NotFoundError("the store has no epochs"));
+  if (const std::string dump = absl::GetFlag(FLAGS_dump_dir); !dump.empty()) {
+    std::filesystem::create_directories(dump);
+    for (size_t e = 0; e < states.size(); ++e) {
+      for (const auto& nt : states[e]) {
+        if (nt.tensor.scalar_type() != at::kFloat) continue;
+        std::ofstream f(JoinPath(dump, absl::StrCat(e, "_", nt.name, ".f32")),
+                        std::ios::binary);
+        f.write(static_cast<const char*>(nt.tensor.data_ptr()),
+                static_cast<std::streamsize>(nt.tensor.nbytes()));
+      }
+    }
+    std::printf("wrote %zu epochs to %s\n", states.size(), dump.c_str());
+    return 0;
+  }
   uint64_t raw_bytes = 0;
   for (const auto& nt : states.back()) raw_bytes += nt.tensor.nbytes();
 
@@ -235,6 +257,7 @@ int main(int argc, char** argv) {
           absl::GetFlag(FLAGS_lossy_delta_step_factor);
       enc.lossy_min_elements = absl::GetFlag(FLAGS_lossy_min_elements);
       enc.lossy_small_bits = absl::GetFlag(FLAGS_lossy_small_bits);
+      enc.lossy_error_diffusion = absl::GetFlag(FLAGS_lossy_diffusion);
       BlobBuffers buffers;
       for (int rep = 0; rep < 3 * repeats; ++rep) {
         std::vector<std::string> files;
@@ -281,6 +304,7 @@ int main(int argc, char** argv) {
           absl::GetFlag(FLAGS_lossy_delta_step_factor);
       options.lossy_min_elements = absl::GetFlag(FLAGS_lossy_min_elements);
       options.lossy_small_bits = absl::GetFlag(FLAGS_lossy_small_bits);
+      options.lossy_error_diffusion = absl::GetFlag(FLAGS_lossy_diffusion);
       options.zstd_level = absl::GetFlag(FLAGS_zstd_level);
       auto store = HistoryStore::Open(dir, options, spec);
       if (!store.ok()) Die(store.status());
@@ -348,12 +372,14 @@ int main(int argc, char** argv) {
   std::printf(
       "  \"lossy_keyframe_bits\": %d, \"lossy_delta_bits\": %d, "
       "\"lossy_min_elements\": %lld, \"lossy_small_bits\": %d,\n"
-      "  \"lossy_delta_step\": \"%s\", \"lossy_delta_step_factor\": %g,\n",
+      "  \"lossy_delta_step\": \"%s\", \"lossy_delta_step_factor\": %g, "
+      "\"lossy_error_diffusion\": %s,\n",
       absl::GetFlag(FLAGS_lossy_keyframe_bits),
       absl::GetFlag(FLAGS_lossy_delta_bits),
       static_cast<long long>(absl::GetFlag(FLAGS_lossy_min_elements)),
       absl::GetFlag(FLAGS_lossy_small_bits), DeltaStepName(DeltaStepFlag()),
-      absl::GetFlag(FLAGS_lossy_delta_step_factor));
+      absl::GetFlag(FLAGS_lossy_delta_step_factor),
+      absl::GetFlag(FLAGS_lossy_diffusion) ? "true" : "false");
   std::printf("  \"codecs\": [\n");
   for (size_t i = 0; i < results.size(); ++i) {
     const CodecResult& r = results[i];

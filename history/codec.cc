@@ -326,6 +326,13 @@ float StdStep(const float* value, size_t count, int bits) {
 float QuantizeDifferenceWithStep(const float* value, const float* base,
                                  size_t count, int bits, float min_step,
                                  uint8_t* q_out) {
+  return QuantizeDifferenceDiffused(value, base, count, bits, min_step, 1,
+                                    q_out);
+}
+
+float QuantizeDifferenceDiffused(const float* value, const float* base,
+                                 size_t count, int bits, float min_step,
+                                 size_t row_length, uint8_t* q_out) {
   const int qmax = (1 << (bits - 1)) - 1;
   float max_abs = 0.0f;
   for (size_t i = 0; i < count; ++i) {
@@ -341,11 +348,21 @@ float QuantizeDifferenceWithStep(const float* value, const float* base,
     return -1.0f;  // not quantizable: the caller stores the values losslessly
   }
   const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+  const size_t row = std::max<size_t>(row_length, 1);
+  // carry: the summed error (true - reconstructed) of the row so far.
+  float carry = 0.0f;
   for (size_t i = 0; i < count; ++i) {
-    const float d = value[i] - (base ? base[i] : 0.0f);
+    if (i % row == 0) carry = 0.0f;
+    const float b = base ? base[i] : 0.0f;
+    const float d = value[i] - b + carry;
     float r = std::nearbyint(d * inv);
     r = std::min(std::max(r, static_cast<float>(-qmax)),
                  static_cast<float>(qmax));
+    if (row > 1) {
+      // The reader's value, computed as Dequantize does.
+      const float recon = b + r * scale;
+      carry += value[i] - recon;
+    }
     if (bits <= 8) {
       const int8_t q = static_cast<int8_t>(r);
       std::memcpy(q_out + i, &q, 1);

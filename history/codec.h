@@ -97,6 +97,18 @@ float QuantizeDifference(const float* value, const float* base, size_t count,
 float QuantizeDifferenceWithStep(const float* value, const float* base,
                                  size_t count, int bits, float min_step,
                                  uint8_t* q_out);
+// As QuantizeDifferenceWithStep, with first-order error diffusion along
+// rows of `row_length` consecutive values (row_length <= 1: plain rounding).
+// Each value's rounding residual is carried into the next value of its row,
+// so every prefix of a row sums to within half a step of the true prefix
+// (until a clamp at +-qmax), where independent rounding lets the sum drift
+// by sqrt(n/12) steps. A layer's output sums its weights times inputs that
+// share a mean (post-ReLU activations), so this cancels most of the output
+// error for the same step, at up to twice the per-value error. The reader
+// is unchanged: Dequantize reconstructs the values exactly.
+float QuantizeDifferenceDiffused(const float* value, const float* base,
+                                 size_t count, int bits, float min_step,
+                                 size_t row_length, uint8_t* q_out);
 // The step of a `bits`-bit keyframe of `value`: max|value| / qmax, in
 // float32 exactly as QuantizeDifference computes it with no base.
 float MaxAbsStep(const float* value, size_t count, int bits);

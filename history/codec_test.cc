@@ -139,5 +139,48 @@ TEST(Codec, QuantizationWithAMinimumStep) {
   EXPECT_GT(StdStep(value.data(), n, 7), 0.f);
 }
 
+// Error diffusion: every prefix of a row sums to within half a step of the
+// true prefix, each value stays within one step, and plain rounding (row 1)
+// is QuantizeDifferenceWithStep byte for byte.
+TEST(Codec, ErrorDiffusionBoundsEveryRowPrefix) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> dist(0.f, 0.1f);
+  const size_t rows = 8, row = 500, n = rows * row;
+  std::vector<float> value(n), base(n), recon(n);
+  for (size_t i = 0; i < n; ++i) {
+    base[i] = dist(rng);
+    value[i] = base[i] + 0.01f * dist(rng);
+  }
+  std::vector<uint8_t> plain(n), diffused(n);
+  const int bits = 5;
+  const float s1 = QuantizeDifferenceWithStep(value.data(), base.data(), n,
+                                              bits, 0.f, plain.data());
+  EXPECT_EQ(QuantizeDifferenceDiffused(value.data(), base.data(), n, bits, 0.f,
+                                       1, diffused.data()),
+            s1);
+  EXPECT_EQ(plain, diffused);
+  const float scale = QuantizeDifferenceDiffused(
+      value.data(), base.data(), n, bits, 0.f, row, diffused.data());
+  ASSERT_EQ(scale, s1);
+  EXPECT_NE(plain, diffused);
+  Dequantize(diffused.data(), base.data(), n, bits, scale, recon.data());
+  EXPECT_LE(MaxAbsDifference(value.data(), recon.data(), n), scale + 1e-6);
+  double worst_diffused = 0, worst_plain = 0;
+  std::vector<float> plain_recon(n);
+  Dequantize(plain.data(), base.data(), n, bits, scale, plain_recon.data());
+  for (size_t r = 0; r < rows; ++r) {
+    double e_diffused = 0, e_plain = 0;
+    for (size_t i = r * row; i < (r + 1) * row; ++i) {
+      e_diffused += static_cast<double>(value[i]) - recon[i];
+      e_plain += static_cast<double>(value[i]) - plain_recon[i];
+      worst_diffused = std::max(worst_diffused, std::abs(e_diffused));
+      worst_plain = std::max(worst_plain, std::abs(e_plain));
+    }
+  }
+  EXPECT_LE(worst_diffused, 0.5 * scale + 1e-5);
+  // Independent rounding drifts by about sqrt(row / 12) steps.
+  EXPECT_GT(worst_plain, 2.0 * scale);
+}
+
 }  // namespace
 }  // namespace posttrain

@@ -301,6 +301,7 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
       const size_t qbytes = count * QuantBytes(bits);
       const float* basef =
           b ? reinterpret_cast<const float*>(Bytes(*b)) : nullptr;
+      size_t diffusion_row = 1;
       if (quantize) {
         const float* valuef = reinterpret_cast<const float*>(src);
         // A delta's step: the range rule's (min_step 0, the default), or
@@ -320,8 +321,12 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
           }
         }
         scratch.resize(qbytes);
-        scale = QuantizeDifferenceWithStep(
-            valuef, basef, count, bits, min_step,
+        diffusion_row =
+            options.lossy_error_diffusion && t.dim() >= 2 && t.size(0) > 0
+                ? count / static_cast<size_t>(t.size(0))
+                : 1;
+        scale = QuantizeDifferenceDiffused(
+            valuef, basef, count, bits, min_step, diffusion_row,
             reinterpret_cast<uint8_t*>(scratch.data()));
       }
       if (scale >= 0.0f) {  // quantized (negative: not quantizable)
@@ -339,6 +344,7 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
         r->set_quant_bits(bits);
         r->set_relative_to_base(b != nullptr);
         r->set_max_abs_error(err);
+        if (diffusion_row > 1) r->set_diffusion_row(diffusion_row);
         blob.max_abs_error = std::max(blob.max_abs_error, err);
       } else {
         const uint8_t* plain = src;

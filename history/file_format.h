@@ -69,6 +69,9 @@ struct BlobEncodeOptions {
   // that is 0: they cost little and a model is most sensitive there.
   int64_t lossy_min_elements = 1024;
   int lossy_small_bits = 16;
+  // Lossy: quantize tensors of two or more dimensions with error diffusion
+  // along each output row (QuantizeDifferenceDiffused).
+  bool lossy_error_diffusion = false;
 };
 
 // Working memory of EncodeBlob. A writer keeps one and passes it to every

@@ -280,6 +280,7 @@ absl::Status HistoryStore::AppendImpl(const EpochMetadata& meta,
   enc.lossy_delta_step_factor = options_.lossy_delta_step_factor;
   enc.lossy_min_elements = options_.lossy_min_elements;
   enc.lossy_small_bits = options_.lossy_small_bits;
+  enc.lossy_error_diffusion = options_.lossy_error_diffusion;
   NamedTensors recon;
   PT_ASSIGN_OR_RETURN(EncodedBlob blob,
                       EncodeBlob(meta.epoch, std::move(state),

@@ -301,6 +301,44 @@ TEST(HistoryStore, LossyDeltaRangeRuleStillDecodes) {
   EXPECT_LE(d.max_abs_error(), 0.5 * scale * (1 + 1e-5) + 1e-8);
 }
 
+TEST(HistoryStore, LossyErrorDiffusionAlongOutputRows) {
+  const std::vector<NamedTensors> truth = TwoLargeEpochs();
+  BlobEncodeOptions options;
+  options.codec = pb::CODEC_LOSSY;
+  options.lossy_delta_step = LossyDeltaStep::kDeltaRange;
+  options.lossy_delta_bits = 5;
+  NamedTensors recon0, plain1, diffused1;
+  EncodeAndDecode(truth[0], nullptr, options, &recon0);
+  const pb::BlobHeader plain =
+      EncodeAndDecode(truth[1], &recon0, options, &plain1);
+  options.lossy_error_diffusion = true;
+  const pb::BlobHeader diffused =
+      EncodeAndDecode(truth[1], &recon0, options, &diffused1);
+  // The 64x80 weight diffuses along its rows of 80; the bias is small and
+  // 1-D, so it is quantized as before.
+  EXPECT_EQ(plain.tensors(0).diffusion_row(), 0u);
+  EXPECT_EQ(diffused.tensors(0).diffusion_row(), 80u);
+  EXPECT_EQ(diffused.tensors(1).diffusion_row(), 0u);
+  EXPECT_EQ(diffused.tensors(0).scale(), plain.tensors(0).scale());
+  EXPECT_LE(diffused.tensors(0).max_abs_error(),
+            diffused.tensors(0).scale() * (1 + 1e-5) + 1e-8);
+  // Each row's summed error, which a layer's output sees, stays within half
+  // a step, and is smaller than plain rounding's.
+  const at::Tensor t = truth[1][0].tensor.to(torch::kDouble);
+  const double row_plain = (t - plain1[0].tensor.to(torch::kDouble))
+                               .sum(1)
+                               .abs()
+                               .max()
+                               .item<double>();
+  const double row_diffused = (t - diffused1[0].tensor.to(torch::kDouble))
+                                  .sum(1)
+                                  .abs()
+                                  .max()
+                                  .item<double>();
+  EXPECT_LE(row_diffused, 0.5 * diffused.tensors(0).scale() + 1e-6);
+  EXPECT_LT(row_diffused, row_plain);
+}
+
 TEST(HistoryStore, LossyKeepsSmallTensorsExactWhenAsked) {
   const std::string dir = MakeTempDir("lossy-small");
   HistoryOptions options;

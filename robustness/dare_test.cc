@@ -105,6 +105,37 @@ TEST(DareTask, MinesTheHistoryTunesStoresAndReports) {
   EXPECT_TRUE(changed);
 }
 
+// Augment drops its copy of D when slicing has its own data (memory);
+// a second Augment on the same task splits again and mines the same T.
+TEST(DareTask, AugmentTwiceMinesTheSameSet) {
+  const std::string dir = testing::MakeTempDir("dare_twice") + "/history";
+  nn::Sequential model = testing::BlobsMlp();
+  absl::Status s;
+  auto post = TrainWithDare(model, dir, SmallDare("dare"), &s);
+  ASSERT_TRUE(s.ok()) << s;
+  auto store = HistoryStore::OpenReadOnly(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto task = MakeDareTask(SmallDare("dare"));
+  ASSERT_TRUE(task.ok()) << task.status();
+  TaskContext ctx;
+  ctx.model = model;
+  ctx.history = store->get();
+  auto first = (*task)->Augment(ctx, 1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto plan = (*task)->PlanSlicing(ctx);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  auto second = (*task)->Augment(ctx, 1);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_GT(first->train.size(), 0);
+  EXPECT_TRUE(torch::equal(first->train.inputs, second->train.inputs));
+  EXPECT_TRUE(torch::equal(first->train.references, second->train.references));
+  EXPECT_TRUE(
+      torch::equal(first->validation.inputs, second->validation.inputs));
+  for (const char* f : {"T", "D", "guard_T", "T/D"}) {
+    EXPECT_EQ(first->figures.at(f), second->figures.at(f)) << f;
+  }
+}
+
 TEST(DareTask, EveryVariantRuns) {
   for (const std::string& variant : DareVariantNames()) {
     const std::string dir =

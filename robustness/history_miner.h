@@ -9,10 +9,16 @@
 // RegressionView, or the true-class probability for p = 0) as reference.
 //
 // History models are loaded one at a time into a single copy of M and run
-// batched over D: memory is M, one history model, T, one [|D|, outputs]
-// table of references, and one batch's activations (measured for the whole
-// phase by bench/dare_bench: docs/BENCHMARKS.md, issue 13). A history epoch
-// whose weights equal M's bit for bit (the final epoch, usually) is
+// batched over D: the miner holds M, one history model, T, one [|D|,
+// outputs] table of references, and one batch's activations. The whole Dare
+// phase holds at most, in live tensors: six model-sized sets (M, the
+// history or regression copy, the tuner's best weights, gradients and
+// Adam's two moments), T and its guard part, the guard split's inputs, the
+// larger of D and the slicing sample (D is dropped before slicing copies
+// its sample), the references, and one batch's working set (a 128-sample
+// tuning step or a 512-image forward without gradients). bench/dare_bench
+// measures it against this bound (docs/BENCHMARKS.md, issue 13). A history
+// epoch whose weights equal M's bit for bit (the final epoch, usually) is
 // skipped: with the strict comparison of Algorithm 1 it can never be
 // chosen over M. (With the lossy history codec that epoch is M plus
 // quantization noise and is mined like the others.)

@@ -230,7 +230,7 @@ absl::Status SyncLayers(const torch::nn::Module& from, torch::nn::Module& to,
                         const std::vector<std::string>& layers);
 
 // Clean top-1 accuracy in [0, 1] of `model` on `data` (eval mode, no grad,
-// batches of 1000 on the model's device). Errors: no inputs, a label count
+// batches of 256 on the model's device). Errors: no inputs, a label count
 // mismatch, a label outside [0, number of outputs), torch errors (naming the
 // inputs' shape).
 absl::StatusOr<double> ClassifierAccuracy(const torch::nn::Sequential& model,
