@@ -419,16 +419,7 @@ int main(int argc, char** argv) {
   using namespace posttrain;
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   torch::set_num_threads(absl::GetFlag(FLAGS_threads));
-  std::string command = "fairness_bench";
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const size_t eq = a.find('=');
-    absl::StrAppend(
-        &command, " ",
-        a.find(' ') == std::string::npos || eq == std::string::npos
-            ? a
-            : absl::StrCat(a.substr(0, eq + 1), "'", a.substr(eq + 1), "'"));
-  }
+  const std::string command = bench::CommandLine("fairness_bench", argc, argv);
   const int seeds = absl::GetFlag(FLAGS_seeds);
   std::vector<std::string> methods;
   if (absl::GetFlag(FLAGS_methods).empty()) {

@@ -194,10 +194,13 @@ int main(int argc, char** argv) {
     for (size_t e = 0; e < states.size(); ++e) {
       for (const auto& nt : states[e]) {
         if (nt.tensor.scalar_type() != at::kFloat) continue;
-        std::ofstream f(JoinPath(dump, absl::StrCat(e, "_", nt.name, ".f32")),
-                        std::ios::binary);
+        const std::string path =
+            JoinPath(dump, absl::StrCat(e, "_", nt.name, ".f32"));
+        std::ofstream f(path, std::ios::binary);
         f.write(static_cast<const char*>(nt.tensor.data_ptr()),
                 static_cast<std::streamsize>(nt.tensor.nbytes()));
+        f.close();
+        if (!f) Die(absl::DataLossError(absl::StrCat("cannot write ", path)));
       }
     }
     std::printf("wrote %zu epochs to %s\n", states.size(), dump.c_str());

@@ -52,6 +52,38 @@ inline std::string Notes(const std::string& path) {
   return notes.str() + "\n";
 }
 
+// The command line as the report prints it for rerunning: "name" and the
+// arguments, each that a POSIX shell would split or expand in single
+// quotes (a --flag=value keeps "--flag=" outside them), a quote inside as
+// '\''.
+inline std::string CommandLine(const char* name, int argc, char** argv) {
+  std::string command = name;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.find_first_of(" \t\n'\"\\$`*?[]{}()<>|&;#~!") == std::string::npos) {
+      absl::StrAppend(&command, " ", a);
+      continue;
+    }
+    size_t keep = 0;  // "--flag=" stays unquoted
+    if (a.rfind("--", 0) == 0) {
+      const size_t eq = a.find('=');
+      if (eq != std::string::npos && a.find_first_of(" '\"", 0) > eq) {
+        keep = eq + 1;
+      }
+    }
+    std::string quoted = "'";
+    for (size_t j = keep; j < a.size(); ++j) {
+      if (a[j] == '\'') {
+        quoted += "'\\''";
+      } else {
+        quoted += a[j];
+      }
+    }
+    absl::StrAppend(&command, " ", a.substr(0, keep), quoted, "'");
+  }
+  return command;
+}
+
 struct Row {
   std::map<std::string, double> v;
 };

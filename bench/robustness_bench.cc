@@ -547,8 +547,8 @@ int main(int argc, char** argv) {
   using namespace posttrain;
   absl::ParseCommandLine(argc, argv);
   torch::set_num_threads(absl::GetFlag(FLAGS_threads));
-  std::string command = "robustness_bench";
-  for (int i = 1; i < argc; ++i) absl::StrAppend(&command, " ", argv[i]);
+  const std::string command =
+      bench::CommandLine("robustness_bench", argc, argv);
   int seeds = absl::GetFlag(FLAGS_seeds);
   if (seeds <= 0) seeds = Group() == "vgg" ? 3 : Full() ? 9 : 6;
   std::vector<std::string> methods = AllMethods();
