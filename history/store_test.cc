@@ -339,6 +339,45 @@ TEST(HistoryStore, LossyErrorDiffusionAlongOutputRows) {
   EXPECT_LT(row_diffused, row_plain);
 }
 
+TEST(HistoryStore, ErrorDiffusionOptionReachesTheEncoder) {
+  // The store's option, not only the encoder's: the same history written
+  // with and without it reads back differently, and with it each output
+  // row's summed error is no larger.
+  HistoryOptions options;
+  options.codec = pb::CODEC_LOSSY;
+  options.lossy_min_elements = 100;
+  const std::string plain_dir = MakeTempDir("diffusion-off");
+  const std::vector<NamedTensors> truth =
+      WriteCnnHistory(plain_dir, options, 2);
+  options.lossy_error_diffusion = true;
+  const std::string diffused_dir = MakeTempDir("diffusion-on");
+  WriteCnnHistory(diffused_dir, options, 2);
+  auto plain = HistoryStore::OpenReadOnly(plain_dir);
+  auto diffused = HistoryStore::OpenReadOnly(diffused_dir);
+  ASSERT_TRUE(plain.ok() && diffused.ok());
+  auto p1 = (*plain)->ReadEpoch(1);
+  auto d1 = (*diffused)->ReadEpoch(1);
+  ASSERT_TRUE(p1.ok() && d1.ok());
+  int differ = 0;
+  for (size_t i = 0; i < truth[1].size(); ++i) {
+    const at::Tensor t = truth[1][i].tensor;
+    if (!t.is_floating_point() || t.dim() < 2 || t.numel() < 100) continue;
+    if (torch::equal((*p1)[i].tensor, (*d1)[i].tensor)) continue;
+    ++differ;
+    auto row_error = [&](const at::Tensor& r) {
+      return (t.to(torch::kDouble) - r.to(torch::kDouble))
+          .reshape({t.size(0), -1})
+          .sum(1)
+          .abs()
+          .max()
+          .item<double>();
+    };
+    EXPECT_LE(row_error((*d1)[i].tensor), row_error((*p1)[i].tensor) + 1e-9)
+        << truth[1][i].name;
+  }
+  EXPECT_GT(differ, 0);
+}
+
 TEST(HistoryStore, LossyKeepsSmallTensorsExactWhenAsked) {
   const std::string dir = MakeTempDir("lossy-small");
   HistoryOptions options;

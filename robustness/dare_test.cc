@@ -136,6 +136,31 @@ TEST(DareTask, AugmentTwiceMinesTheSameSet) {
   }
 }
 
+TEST(DareTask, WithoutSliceDataSlicingReadsTheMinedSplitAfterAugment) {
+  // Augment keeps its copy of D only when slicing needs it: without
+  // slice_data, slicing reads the mined split, all of it.
+  const std::string dir = testing::MakeTempDir("dare_noslice") + "/history";
+  nn::Sequential model = testing::BlobsMlp();
+  absl::Status s;
+  auto post = TrainWithDare(model, dir, SmallDare("dare"), &s);
+  ASSERT_TRUE(s.ok()) << s;
+  auto store = HistoryStore::OpenReadOnly(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  DareOptions options = SmallDare("dare");
+  options.slice_data = LabelledData();
+  auto task = MakeDareTask(options);
+  ASSERT_TRUE(task.ok()) << task.status();
+  TaskContext ctx;
+  ctx.model = model;
+  ctx.history = store->get();
+  auto augmented = (*task)->Augment(ctx, 1);
+  ASSERT_TRUE(augmented.ok()) << augmented.status();
+  auto plan = (*task)->PlanSlicing(ctx);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(static_cast<double>(plan->inputs.size(0)),
+            augmented->figures.at("D"));
+}
+
 TEST(DareTask, EveryVariantRuns) {
   for (const std::string& variant : DareVariantNames()) {
     const std::string dir =
