@@ -105,26 +105,43 @@ TEST(DareTask, MinesTheHistoryTunesStoresAndReports) {
   EXPECT_TRUE(changed);
 }
 
+// A model trained with Dare's callback, its stored history, and a fresh
+// Dare task over them, for calling the task's steps one by one.
+class DareSteps : public ::testing::Test {
+ protected:
+  // Trains, opens the history and makes the task from `options`.
+  void Start(const std::string& name, const DareOptions& options) {
+    const std::string dir = testing::MakeTempDir(name) + "/history";
+    model_ = testing::BlobsMlp();
+    absl::Status s;
+    post_ = TrainWithDare(model_, dir, SmallDare("dare"), &s);
+    ASSERT_TRUE(s.ok()) << s;
+    auto store = HistoryStore::OpenReadOnly(dir);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    auto task = MakeDareTask(options);
+    ASSERT_TRUE(task.ok()) << task.status();
+    task_ = *std::move(task);
+    ctx_.model = model_;
+    ctx_.history = store_.get();
+  }
+
+  nn::Sequential model_{nullptr};
+  std::unique_ptr<PostTrainCallback> post_;
+  std::unique_ptr<HistoryStore> store_;
+  std::unique_ptr<PostTrainTask> task_;
+  TaskContext ctx_;
+};
+
 // Augment drops its copy of D when slicing has its own data (memory);
 // a second Augment on the same task splits again and mines the same T.
-TEST(DareTask, AugmentTwiceMinesTheSameSet) {
-  const std::string dir = testing::MakeTempDir("dare_twice") + "/history";
-  nn::Sequential model = testing::BlobsMlp();
-  absl::Status s;
-  auto post = TrainWithDare(model, dir, SmallDare("dare"), &s);
-  ASSERT_TRUE(s.ok()) << s;
-  auto store = HistoryStore::OpenReadOnly(dir);
-  ASSERT_TRUE(store.ok()) << store.status();
-  auto task = MakeDareTask(SmallDare("dare"));
-  ASSERT_TRUE(task.ok()) << task.status();
-  TaskContext ctx;
-  ctx.model = model;
-  ctx.history = store->get();
-  auto first = (*task)->Augment(ctx, 1);
+TEST_F(DareSteps, AugmentTwiceMinesTheSameSet) {
+  ASSERT_NO_FATAL_FAILURE(Start("dare_twice", SmallDare("dare")));
+  auto first = task_->Augment(ctx_, 1);
   ASSERT_TRUE(first.ok()) << first.status();
-  auto plan = (*task)->PlanSlicing(ctx);
+  auto plan = task_->PlanSlicing(ctx_);
   ASSERT_TRUE(plan.ok()) << plan.status();
-  auto second = (*task)->Augment(ctx, 1);
+  auto second = task_->Augment(ctx_, 1);
   ASSERT_TRUE(second.ok()) << second.status();
   ASSERT_GT(first->train.size(), 0);
   EXPECT_TRUE(torch::equal(first->train.inputs, second->train.inputs));
@@ -136,26 +153,15 @@ TEST(DareTask, AugmentTwiceMinesTheSameSet) {
   }
 }
 
-TEST(DareTask, WithoutSliceDataSlicingReadsTheMinedSplitAfterAugment) {
-  // Augment keeps its copy of D only when slicing needs it: without
-  // slice_data, slicing reads the mined split, all of it.
-  const std::string dir = testing::MakeTempDir("dare_noslice") + "/history";
-  nn::Sequential model = testing::BlobsMlp();
-  absl::Status s;
-  auto post = TrainWithDare(model, dir, SmallDare("dare"), &s);
-  ASSERT_TRUE(s.ok()) << s;
-  auto store = HistoryStore::OpenReadOnly(dir);
-  ASSERT_TRUE(store.ok()) << store.status();
+// Augment keeps its copy of D only when slicing needs it: without
+// slice_data, slicing reads the mined split, all of it.
+TEST_F(DareSteps, WithoutSliceDataSlicingReadsTheMinedSplitAfterAugment) {
   DareOptions options = SmallDare("dare");
   options.slice_data = LabelledData();
-  auto task = MakeDareTask(options);
-  ASSERT_TRUE(task.ok()) << task.status();
-  TaskContext ctx;
-  ctx.model = model;
-  ctx.history = store->get();
-  auto augmented = (*task)->Augment(ctx, 1);
+  ASSERT_NO_FATAL_FAILURE(Start("dare_noslice", options));
+  auto augmented = task_->Augment(ctx_, 1);
   ASSERT_TRUE(augmented.ok()) << augmented.status();
-  auto plan = (*task)->PlanSlicing(ctx);
+  auto plan = task_->PlanSlicing(ctx_);
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_EQ(static_cast<double>(plan->inputs.size(0)),
             augmented->figures.at("D"));
