@@ -560,15 +560,33 @@ int main(int argc, char** argv) {
     }
   }
   const auto t0 = std::chrono::steady_clock::now();
+  // After each seed, the time so far and the rest's estimate: the mean of
+  // this run's seeds that computed (a seed read from the cache takes
+  // seconds), without the q sweep. A --full run says early what it costs.
+  double computed_s = 0;
+  int computed = 0;
   for (int seed = 1; seed <= seeds; ++seed) {
+    const auto seed_t0 = std::chrono::steady_clock::now();
     Setup s;
     Prepare(seed, &s);
     for (const std::string& m : methods) RunMethod(m, seed, s);
+    const double seed_s = bench::Seconds(seed_t0);
+    if (seed_s > 60) {
+      computed_s += seed_s;
+      ++computed;
+    }
     if (seed == 1 && absl::GetFlag(FLAGS_q_sweep)) {
       for (int q = 75; q <= 100; q += 5) {
         if (q != 95) RunMethod(absl::StrCat("dare_q", q), seed, s);
       }
     }
+    const std::string rest =
+        computed > 0 ? absl::StrFormat(", about %.0f s to go",
+                                       computed_s / computed * (seeds - seed))
+                     : std::string(" (read from the cache)");
+    std::fprintf(stderr, "%s seed %d of %d done in %.0f s; %.0f s so far%s\n",
+                 Group().c_str(), seed, seeds, seed_s, bench::Seconds(t0),
+                 rest.c_str());
   }
   const std::string md = Report(methods, seeds, command);
   std::filesystem::create_directories(
