@@ -583,7 +583,7 @@ int main(int argc, char** argv) {
     const std::string rest =
         computed > 0 ? absl::StrFormat(", about %.0f s to go",
                                        computed_s / computed * (seeds - seed))
-                     : std::string(" (read from the cache)");
+                     : std::string(" (no estimate: no seed took over 60 s)");
     std::fprintf(stderr, "%s seed %d of %d done in %.0f s; %.0f s so far%s\n",
                  Group().c_str(), seed, seeds, seed_s, bench::Seconds(t0),
                  rest.c_str());
