@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 seeds=${1:-10}
 cases=${2:-"adult:sex german:sex"}
 bin=build/adult_fairness/adult_fairness
+# The data directory the build chose (POSTTRAIN_TABULAR_DIR).
+tabular=$(sed -n 's/^POSTTRAIN_TABULAR_DIR:PATH=//p' build/CMakeCache.txt)
 out=build/fmt_seeds
 mkdir -p "$out"
 : > "$out/results.txt"
@@ -19,7 +21,7 @@ for c in $cases; do
   for seed in $(seq 1 "$seeds"); do
     rm -rf "$out/store"
     "$bin" --schema="fairness/schemas/$data.schema" \
-      --data_dir="../shared/data/tabular/$data" --protected_attribute="$attr" \
+      --data_dir="$tabular/$data" --protected_attribute="$attr" \
       --seed="$seed" --store="$out/store" | grep '^RESULT' >> "$out/results.txt"
   done
 done

@@ -33,7 +33,9 @@ cmake -S examples/fashion_mnist -B "$build_dir/example" \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$build_dir/example" -j "$jobs"
 if [[ $all == ON ]]; then
+  tabular=$(sed -n 's/^POSTTRAIN_TABULAR_DIR:PATH=//p' "$build_dir/CMakeCache.txt")
   cmake -S examples/adult_fairness -B "$build_dir/adult_fairness" \
-    -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+    -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" \
+    -DPOSTTRAIN_TABULAR_DIR="$tabular" >/dev/null
   cmake --build "$build_dir/adult_fairness" -j "$jobs"
 fi
