@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "absl/strings/match.h"
+#include "tests/tabular_data.h"
 
 namespace posttrain {
 namespace {
@@ -129,11 +130,9 @@ std::string Data(const std::string& name) {
 // another machine scripts/download_tabular.sh fetches them).
 TEST(TabularSchema, AdultAsAif360ReadsIt) {
   // Skipped, not failed, only where the data set is absent (a checkout
-  // without ../shared/data): the schema logic is covered by the tests
-  // above; CI has the files, so there it runs.
-  if (!std::filesystem::exists(Data("adult/adult.data"))) {
-    GTEST_SKIP() << "no Adult data at " << Data("adult");
-  }
+  // without ../shared/data, no network): the schema logic is covered by the
+  // tests above. CI has the files; there a missing file fails.
+  POSTTRAIN_SKIP_WITHOUT_DATA(Data("adult/adult.data"));
   auto s =
       ReadTabularSchema(std::string(POSTTRAIN_SCHEMA_DIR) + "/adult.schema");
   ASSERT_TRUE(s.ok()) << s.status();
@@ -157,9 +156,7 @@ TEST(TabularSchema, AdultAsAif360ReadsIt) {
 
 TEST(TabularSchema, GermanAsAif360ReadsIt) {
   // Skipped only without the data set, as above.
-  if (!std::filesystem::exists(Data("german/german.data"))) {
-    GTEST_SKIP() << "no German data at " << Data("german");
-  }
+  POSTTRAIN_SKIP_WITHOUT_DATA(Data("german/german.data"));
   auto s =
       ReadTabularSchema(std::string(POSTTRAIN_SCHEMA_DIR) + "/german.schema");
   ASSERT_TRUE(s.ok()) << s.status();

@@ -33,6 +33,7 @@
 #include "history/store.h"
 #include "robustness/fashion_mnist.h"
 #include "slicer/profile.h"
+#include "tests/tabular_data.h"
 #include "tests/test_util.h"
 #include "tools/export.h"
 #include "tools/report.h"
@@ -92,11 +93,8 @@ struct Fixture {
 // German credit, for the fairness runs: ../shared/data/tabular here, or
 // where scripts/download_tabular.sh put it (POSTTRAIN_TABULAR_DIR). Without
 // it those tests skip, saying so, and the robustness tests still run.
-bool HaveGerman() {
-  return std::filesystem::exists(POSTTRAIN_TABULAR_DIR "/german/german.data");
-}
-constexpr char kNoGerman[] = "no German credit data at " POSTTRAIN_TABULAR_DIR
-                             "/german (scripts/download_tabular.sh fetches it)";
+constexpr char kGerman[] = POSTTRAIN_TABULAR_DIR "/german/german.data";
+bool HaveGerman() { return std::filesystem::exists(kGerman); }
 
 std::string PairArg(const std::string& dir, const std::string& stem) {
   return absl::StrCat(dir, "/", stem, "-images.idx,", dir, "/", stem,
@@ -354,7 +352,7 @@ TEST(CliImprove, KilledAnywhereThenRerunEndsAsAnUninterruptedRun) {
 }
 
 TEST(CliImprove, FairnessKilledWhilePairingOrSlicingEndsAsUninterrupted) {
-  if (!HaveGerman()) GTEST_SKIP() << kNoGerman;
+  POSTTRAIN_SKIP_WITHOUT_DATA(kGerman);
   const std::string dir = testing::MakeTempDir("fairkill");
   Result r = Tool(FairnessArgs(dir + "/reference"));
   ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 1) << r.err;
@@ -437,7 +435,7 @@ TEST(CliImprove, ASecondRunOnALockedStoreExits2NamingTheHolder) {
 }
 
 TEST(CliImprove, FairnessWithoutAProfileSaysSoAndReportsFairness) {
-  if (!HaveGerman()) GTEST_SKIP() << kNoGerman;
+  POSTTRAIN_SKIP_WITHOUT_DATA(kGerman);
   const std::string out = testing::MakeTempDir("fair") + "/run";
   Result r = Tool(FairnessArgs(out));
   ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 1) << r.err;
