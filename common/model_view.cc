@@ -3,13 +3,16 @@
 #include <ATen/core/grad_mode.h>
 #include <torch/nn/modules/container/any.h>
 #include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/pooling.h>
 
 #include <atomic>
 #include <cstdlib>
 #include <string>
+#include <typeinfo>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/max_pool.h"
 #include "common/model_spec.h"
 #include "common/status.h"
 #include "common/torch_status.h"
@@ -23,6 +26,10 @@ struct ModelView::Impl {
   // Parallel to layers. AnyModule::forward is non-const; running a forward
   // does not change the view.
   mutable std::vector<torch::nn::AnyModule> modules;
+  // Parallel to layers: the module is exactly torch::nn::MaxPool2dImpl (not
+  // a user's subclass, whose forward may differ), so MaxPool2x2 may run
+  // in its place.
+  std::vector<bool> exact_max_pool;
 };
 
 namespace {
@@ -75,6 +82,9 @@ absl::StatusOr<ModelView> ModelView::Create(
   }
   for (int i = 0; i < static_cast<int>(impl->layers.size()); ++i) {
     if (impl->layers[i].weighted) impl->weighted.push_back(i);
+    const torch::nn::Module* m = impl->modules[i].ptr().get();
+    impl->exact_max_pool.push_back(typeid(*m) ==
+                                   typeid(torch::nn::MaxPool2dImpl));
   }
   return ModelView(std::move(impl));
 }
@@ -126,6 +136,9 @@ absl::StatusOr<at::Tensor> ModelView::Forward(
   const bool channels_last =
       ChannelsLastInference() && !at::GradMode::is_enabled() && x.defined() &&
       x.device().is_cpu() && x.scalar_type() == at::kFloat;
+  // NCHW runs (tuning's forward and backward) take the vectorized 2x2 max
+  // pooling; channels-last runs already have a fast kernel.
+  const bool fast_pool = !channels_last && FastMaxPool();
   auto plain = [&](const at::Tensor& t) {
     return channels_last && t.dim() == 4 ? t.contiguous() : t;
   };
@@ -138,7 +151,12 @@ absl::StatusOr<at::Tensor> ModelView::Forward(
       if (channels_last && h.dim() == 4) {
         h = h.contiguous(at::MemoryFormat::ChannelsLast);
       }
-      h = impl_->modules[i].forward(h);
+      if (fast_pool && impl_->exact_max_pool[i] &&
+          MaxPool2x2Applies(impl_->layers[i].spec, h)) {
+        h = MaxPool2x2(h);  // max_pool2d's values and gradients, faster
+      } else {
+        h = impl_->modules[i].forward(h);
+      }
       for (size_t k = 0; k < taps.size(); ++k) {
         if (taps[k] == i) (*tapped)[k] = plain(h);
       }

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/match.h"
+#include "common/max_pool.h"
 #include "common/sequential_block.h"
 
 namespace posttrain {
@@ -93,6 +94,90 @@ TEST(ModelView, ChannelsLastInferenceGivesTheSameContiguousTensors) {
   ASSERT_TRUE(nchw.ok());
   EXPECT_TRUE(torch::allclose(*out, *nchw, 1e-6, 1e-7));
   EXPECT_TRUE(torch::allclose(taps[0], nchw_taps[0], 1e-6, 1e-7));
+}
+
+// MaxPool2x2 against at::max_pool2d: equal outputs and input gradients, bit
+// for bit, where windows hold ties (ReLU zeros, repeated values), NaNs and
+// -inf, and on odd maps whose last row and column the pooling drops.
+void ExpectSameAsMaxPool2d(const at::Tensor& input) {
+  at::Tensor a = input.clone().requires_grad_();
+  at::Tensor b = input.clone().requires_grad_();
+  at::Tensor ya = MaxPool2x2(a);
+  at::Tensor yb = at::max_pool2d(b, {2, 2});
+  ASSERT_EQ(ya.sizes(), yb.sizes());
+  EXPECT_TRUE(at::equal(at::nan_to_num(ya, 7), at::nan_to_num(yb, 7)));
+  EXPECT_TRUE(at::equal(at::isnan(ya), at::isnan(yb)));
+  at::Tensor g = at::randn(ya.sizes()) + 2;  // distinct per output
+  ya.backward(g);
+  yb.backward(g);
+  EXPECT_TRUE(at::equal(a.grad(), b.grad()))
+      << (a.grad() - b.grad()).abs().max();
+}
+
+TEST(MaxPool2x2, SameValuesAndGradientsAsMaxPool2d) {
+  torch::manual_seed(5);
+  ExpectSameAsMaxPool2d(at::randn({3, 4, 8, 10}));
+  ExpectSameAsMaxPool2d(at::randn({2, 3, 7, 9}));  // odd: last row/col unused
+  // Ties: ReLU zeros and values from a small set.
+  ExpectSameAsMaxPool2d(at::relu(at::randn({4, 2, 6, 6})));
+  ExpectSameAsMaxPool2d(at::randint(0, 3, {4, 2, 6, 6}).to(at::kFloat));
+  ExpectSameAsMaxPool2d(at::full({1, 1, 4, 4}, -INFINITY));
+  // NaNs: the kernel routes to the last NaN of the window.
+  at::Tensor x = at::randn({2, 2, 6, 6});
+  x.index_put_({0, 0, 0, 0}, NAN);
+  x.index_put_({0, 0, 1, 0}, NAN);
+  x.index_put_({1, 1, 3, 3}, NAN);
+  x.index_put_({1, 1, 2, 4}, NAN);
+  ExpectSameAsMaxPool2d(x);
+}
+
+TEST(MaxPool2x2, AppliesOnlyToTheConfigurationItComputes) {
+  auto spec_of = [](nn::MaxPool2dOptions o) {
+    nn::Sequential m{nn::MaxPool2d(o)};
+    return ModelView::Create(m)->layers()[0].spec;
+  };
+  const at::Tensor x = at::rand({1, 1, 4, 4});
+  EXPECT_TRUE(MaxPool2x2Applies(spec_of(nn::MaxPool2dOptions(2)), x));
+  EXPECT_FALSE(MaxPool2x2Applies(spec_of(nn::MaxPool2dOptions(3)), x));
+  EXPECT_FALSE(
+      MaxPool2x2Applies(spec_of(nn::MaxPool2dOptions(2).stride(1)), x));
+  EXPECT_FALSE(
+      MaxPool2x2Applies(spec_of(nn::MaxPool2dOptions(2).padding(1)), x));
+  EXPECT_FALSE(
+      MaxPool2x2Applies(spec_of(nn::MaxPool2dOptions(2).dilation(2)), x));
+  EXPECT_FALSE(
+      MaxPool2x2Applies(spec_of(nn::MaxPool2dOptions(2).ceil_mode(true)), x));
+  EXPECT_FALSE(
+      MaxPool2x2Applies(spec_of(nn::MaxPool2dOptions(2)), x.to(at::kDouble)));
+  EXPECT_FALSE(MaxPool2x2Applies(
+      spec_of(nn::MaxPool2dOptions(2)),
+      x.contiguous(at::MemoryFormat::ChannelsLast).expand({1, 3, 4, 4})));
+}
+
+// In grad mode ModelView::Forward takes MaxPool2x2 for the user's plain
+// MaxPool2d: the same loss gives the same parameter gradients as the
+// module's own forward (the fast path turned off).
+TEST(ModelView, FastMaxPoolGivesTheModulesGradients) {
+  nn::Sequential model = NestedCnn();
+  auto view = ModelView::Create(model);
+  ASSERT_TRUE(view.ok());
+  ASSERT_TRUE(FastMaxPool());  // the default
+  torch::manual_seed(9);
+  const torch::Tensor x = torch::rand({6, 1, 8, 8});
+  auto grads = [&] {
+    torch::manual_seed(10);  // the same Dropout mask
+    model->zero_grad();
+    auto out = view->Forward(x, view->size());
+    EXPECT_TRUE(out.ok());
+    out->pow(2).sum().backward();
+    return model[0]->parameters()[0].grad().clone();  // the conv's weight
+  };
+  const torch::Tensor fast = grads();
+  SetFastMaxPool(false);
+  const torch::Tensor plain = grads();
+  SetFastMaxPool(true);
+  EXPECT_TRUE(torch::equal(fast, plain));
+  EXPECT_GT(plain.abs().sum().item<double>(), 0);
 }
 
 TEST(ModelView, ErrorsNameTheProblem) {

@@ -540,7 +540,8 @@ TEST(CliErrors, BadFlagsAndFilesExit2WithOneLine) {
       {"improve --store=" + dir + "/nope --task=robustness --out=" + out,
        "nope"},
       {"improve --store=" + f.store + " --task=robustness --mined=" + dir +
-           "/short-images.idx," + dir + "/short-labels.idx --out=" + out,
+           "/short-images.idx," + dir + "/short-labels.idx --sliced=" +
+           f.sliced + " --test=" + f.test + " --out=" + out,
        "short-images.idx"},
       {"improve --store=" + f.store + " --task=robustness --mined=" + f.mined +
            " --sliced=" + f.sliced + " --test=" + f.test +
