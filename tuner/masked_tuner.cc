@@ -275,7 +275,9 @@ static absl::Status MaskedBackwardImpl(const RegressionView& view,
           const at::Tensor& mask = which == 0 ? m.weight[k] : m.bias[k];
           at::Tensor& grad = const_cast<at::Tensor&>(p).mutable_grad();
           if (!grad.defined()) grad = torch::zeros_like(p);
-          if (grads[g].defined()) grad.add_(grads[g] * mask);
+          // where(), not grads * mask: a bool mask would be converted to
+          // float on every step. Equal for finite gradients (0 + -0 = +0).
+          if (grads[g].defined()) grad.add_(at::where(mask, grads[g], 0.0f));
           ++g;
         }
       }
@@ -437,7 +439,7 @@ static absl::StatusOr<TuneReport> TuneModelImpl(
               if (!p.defined()) continue;
               const at::Tensor& mask =
                   which == 0 ? (*masks)[c].weight[k] : (*masks)[c].bias[k];
-              p.copy_(torch::where(mask, p, before[j]));
+              at::where_out(p, mask, p, before[j]);  // in place
               ++j;
             }
           }
