@@ -12,10 +12,18 @@
 #include <cstring>
 #include <string>
 
+// v != v is the NaN test of the kernel's tie and NaN rule; fast math would
+// fold it away.
+#if defined(__FAST_MATH__) || \
+    defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__
+#error "common/max_pool.cc needs IEEE NaN comparisons (no -ffast-math)"
+#endif
+
 namespace posttrain {
 namespace {
 
-// Four floats or four int32s, GCC/clang vector extensions: SSE2 on
+// Four floats or four int32s, GCC/clang vector extensions
+// (__builtin_shufflevector: GCC 12 or clang): SSE2 on
 // x86-64 (the baseline every build has), NEON on arm64. Comparisons give
 // -1/0 lanes, and `mask ? a : b` selects per lane.
 typedef float V4f __attribute__((vector_size(16)));
@@ -109,8 +117,8 @@ void UnpoolRows(const float* grad, const uint8_t* index, int64_t ow, float* r0,
 
 // Planes are split over LibTorch's intra-op threads (at::parallel_for;
 // this file is compiled with OpenMP under GCC, see common/CMakeLists.txt,
-// and runs serially without it), at least 32768 input values a task, as
-// ATen's own kernels do.
+// and runs serially without it), at least 32768 input values a task
+// (ATen's GRAIN_SIZE for elementwise kernels).
 int64_t PlanesPerTask(int64_t h, int64_t w) {
   return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, h * w));
 }
@@ -152,6 +160,12 @@ struct MaxPool2x2Function
     : public torch::autograd::Function<MaxPool2x2Function> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx,
                             const at::Tensor& input) {
+    TORCH_CHECK(input.dim() == 4 && input.device().is_cpu() &&
+                    input.scalar_type() == at::kFloat && input.size(1) > 0 &&
+                    input.size(2) >= 2 && input.size(3) >= 2,
+                "MaxPool2x2: needs a 4-D float CPU tensor with channels and "
+                "a map of at least 2x2, got ",
+                input.sizes(), " ", input.toString());
     const at::Tensor x = input.contiguous();
     const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
     at::Tensor out = at::empty({n, c, h / 2, w / 2}, x.options());
@@ -167,6 +181,9 @@ struct MaxPool2x2Function
   static torch::autograd::variable_list backward(
       torch::autograd::AutogradContext* ctx,
       torch::autograd::variable_list grads) {
+    // The gradient below is written by hand and has no graph of its own.
+    TORCH_CHECK(!at::GradMode::is_enabled(),
+                "MaxPool2x2: no double backward (create_graph)");
     const at::Tensor index = ctx->get_saved_variables()[0];
     const int64_t h = ctx->saved_data["h"].toInt();
     const int64_t w = ctx->saved_data["w"].toInt();
@@ -187,19 +204,17 @@ std::atomic<bool>& FastMaxPoolFlag() {
   return flag;
 }
 
-bool IsPair(const google::protobuf::RepeatedField<int64_t>& v, int64_t a) {
-  return v.size() == 2 && v[0] == a && v[1] == a;
-}
-
 }  // namespace
 
-bool MaxPool2x2Applies(const pb::LayerSpec& spec, const at::Tensor& x) {
-  return spec.kind() == pb::LayerSpec::MAX_POOL2D &&
-         IsPair(spec.kernel_size(), 2) && IsPair(spec.stride(), 2) &&
-         IsPair(spec.padding(), 0) && IsPair(spec.dilation(), 1) &&
-         !spec.ceil_mode() && x.defined() && x.dim() == 4 &&
-         x.device().is_cpu() && x.scalar_type() == at::kFloat &&
-         x.is_contiguous() && x.size(2) >= 2 && x.size(3) >= 2;
+bool MaxPool2x2Applies(const torch::nn::MaxPool2dOptions& o,
+                       const at::Tensor& x) {
+  auto all = [](const torch::ExpandingArray<2>& v, int64_t a) {
+    return (*v)[0] == a && (*v)[1] == a;
+  };
+  return all(o.kernel_size(), 2) && all(o.stride(), 2) && all(o.padding(), 0) &&
+         all(o.dilation(), 1) && !o.ceil_mode() && x.defined() &&
+         x.dim() == 4 && x.device().is_cpu() && x.scalar_type() == at::kFloat &&
+         x.is_contiguous() && x.size(1) > 0 && x.size(2) >= 2 && x.size(3) >= 2;
 }
 
 at::Tensor MaxPool2x2(const at::Tensor& x) {

@@ -13,28 +13,32 @@
 // a window with a NaN, the last NaN (its `val > max || isnan(val)`).
 // Stride equals the kernel, so windows never overlap and each input
 // element gets its window's gradient or zero, as with max_pool2d. One
-// backward (no double backward).
+// backward: a double backward (create_graph) is an error, not a silent
+// zero. Planes run on LibTorch's intra-op threads when the unit is built
+// with OpenMP (GCC, POSTTRAIN_OPENMP_POOL, the default), else on one.
 // Example:
 //   at::Tensor x = at::randn({8, 16, 28, 28}).requires_grad_();
 //   at::Tensor y = MaxPool2x2(x);  // as at::max_pool2d(x, {2, 2})
 //   y.sum().backward();
 //
-// Thread safety: stateless; safe to call concurrently.
+// Thread safety: MaxPool2x2 and MaxPool2x2Applies are safe to call
+// concurrently; SetFastMaxPool changes a process-wide switch.
 #ifndef POSTTRAIN_COMMON_MAX_POOL_H_
 #define POSTTRAIN_COMMON_MAX_POOL_H_
 
 #include <ATen/core/Tensor.h>
-
-#include "common/model_spec.pb.h"
+#include <torch/nn/options/pooling.h>
 
 namespace posttrain {
 
-// True when `spec` is a MaxPool2d that MaxPool2x2 computes exactly (2x2
+// True when a MaxPool2d with `options` is what MaxPool2x2 computes (2x2
 // kernel, stride 2, no padding, dilation 1, floor mode) and `x` is a
-// contiguous 4-D float32 CPU tensor with at least a 2x2 map.
-bool MaxPool2x2Applies(const pb::LayerSpec& spec, const at::Tensor& x);
+// contiguous 4-D float32 CPU tensor with channels and at least a 2x2 map.
+bool MaxPool2x2Applies(const torch::nn::MaxPool2dOptions& options,
+                       const at::Tensor& x);
 
-// REQUIRES: x is a 4-D float tensor with height and width >= 2.
+// Throws c10::Error unless x is a 4-D float32 CPU tensor with channels and
+// a map of at least 2x2.
 at::Tensor MaxPool2x2(const at::Tensor& x);
 
 // Whether ModelView::Forward uses MaxPool2x2 where it applies (default on;

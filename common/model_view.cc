@@ -26,10 +26,11 @@ struct ModelView::Impl {
   // Parallel to layers. AnyModule::forward is non-const; running a forward
   // does not change the view.
   mutable std::vector<torch::nn::AnyModule> modules;
-  // Parallel to layers: the module is exactly torch::nn::MaxPool2dImpl (not
-  // a user's subclass, whose forward may differ), so MaxPool2x2 may run
-  // in its place.
-  std::vector<bool> exact_max_pool;
+  // Parallel to layers: the module when it is exactly a
+  // torch::nn::MaxPool2dImpl (not a user's subclass, whose forward may
+  // differ), so MaxPool2x2 may run in its place; null otherwise. Its
+  // options are read at each forward (they are a public field).
+  std::vector<const torch::nn::MaxPool2dImpl*> max_pools;
 };
 
 namespace {
@@ -83,8 +84,10 @@ absl::StatusOr<ModelView> ModelView::Create(
   for (int i = 0; i < static_cast<int>(impl->layers.size()); ++i) {
     if (impl->layers[i].weighted) impl->weighted.push_back(i);
     const torch::nn::Module* m = impl->modules[i].ptr().get();
-    impl->exact_max_pool.push_back(typeid(*m) ==
-                                   typeid(torch::nn::MaxPool2dImpl));
+    impl->max_pools.push_back(
+        typeid(*m) == typeid(torch::nn::MaxPool2dImpl)
+            ? dynamic_cast<const torch::nn::MaxPool2dImpl*>(m)
+            : nullptr);
   }
   return ModelView(std::move(impl));
 }
@@ -151,8 +154,8 @@ absl::StatusOr<at::Tensor> ModelView::Forward(
       if (channels_last && h.dim() == 4) {
         h = h.contiguous(at::MemoryFormat::ChannelsLast);
       }
-      if (fast_pool && impl_->exact_max_pool[i] &&
-          MaxPool2x2Applies(impl_->layers[i].spec, h)) {
+      if (fast_pool && impl_->max_pools[i] != nullptr &&
+          MaxPool2x2Applies(impl_->max_pools[i]->options, h)) {
         h = MaxPool2x2(h);  // max_pool2d's values and gradients, faster
       } else {
         h = impl_->modules[i].forward(h);

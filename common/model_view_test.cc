@@ -125,6 +125,11 @@ TEST(MaxPool2x2, SameValuesAndGradientsAsMaxPool2d) {
   ExpectSameAsMaxPool2d(at::relu(at::randn({4, 2, 6, 6})));
   ExpectSameAsMaxPool2d(at::randint(0, 3, {4, 2, 6, 6}).to(at::kFloat));
   ExpectSameAsMaxPool2d(at::full({1, 1, 4, 4}, -INFINITY));
+  // Enough planes for two threads' tasks (PlanesPerTask: 41 of 28x28).
+  const int threads = at::get_num_threads();
+  at::set_num_threads(2);
+  ExpectSameAsMaxPool2d(at::relu(at::randn({64, 16, 28, 28})));
+  at::set_num_threads(threads);
   // NaNs: the kernel routes to the last NaN of the window.
   at::Tensor x = at::randn({2, 2, 6, 6});
   x.index_put_({0, 0, 0, 0}, NAN);
@@ -134,27 +139,46 @@ TEST(MaxPool2x2, SameValuesAndGradientsAsMaxPool2d) {
   ExpectSameAsMaxPool2d(x);
 }
 
+// A non-contiguous incoming gradient (sum's expanded ones), and the errors.
+TEST(MaxPool2x2, ExpandedGradientAndBadInputs) {
+  at::Tensor a = at::randn({2, 3, 6, 8}).requires_grad_();
+  at::Tensor b = a.detach().clone().requires_grad_();
+  MaxPool2x2(a).sum().backward();
+  at::max_pool2d(b, {2, 2}).sum().backward();
+  EXPECT_TRUE(at::equal(a.grad(), b.grad()));
+  EXPECT_THROW(MaxPool2x2(at::rand({2, 3, 1, 8})), c10::Error);
+  EXPECT_THROW(MaxPool2x2(at::rand({3, 6, 8})), c10::Error);
+  EXPECT_THROW(MaxPool2x2(at::rand({1, 3, 6, 8}, at::kDouble)), c10::Error);
+  // A double backward is an error, not a silent zero.
+  at::Tensor c = at::randn({1, 1, 4, 4}).requires_grad_();
+  EXPECT_THROW(torch::autograd::grad({MaxPool2x2(c).pow(2).sum()}, {c}, {},
+                                     /*retain_graph=*/true,
+                                     /*create_graph=*/true),
+               c10::Error);
+}
+
 TEST(MaxPool2x2, AppliesOnlyToTheConfigurationItComputes) {
-  auto spec_of = [](nn::MaxPool2dOptions o) {
-    nn::Sequential m{nn::MaxPool2d(o)};
-    return ModelView::Create(m)->layers()[0].spec;
-  };
+  auto options = [](nn::MaxPool2dOptions o) { return o; };
   const at::Tensor x = at::rand({1, 1, 4, 4});
-  EXPECT_TRUE(MaxPool2x2Applies(spec_of(nn::MaxPool2dOptions(2)), x));
-  EXPECT_FALSE(MaxPool2x2Applies(spec_of(nn::MaxPool2dOptions(3)), x));
+  EXPECT_TRUE(MaxPool2x2Applies(options(nn::MaxPool2dOptions(2)), x));
+  EXPECT_FALSE(MaxPool2x2Applies(options(nn::MaxPool2dOptions(3)), x));
   EXPECT_FALSE(
-      MaxPool2x2Applies(spec_of(nn::MaxPool2dOptions(2).stride(1)), x));
+      MaxPool2x2Applies(options(nn::MaxPool2dOptions(2).stride(1)), x));
   EXPECT_FALSE(
-      MaxPool2x2Applies(spec_of(nn::MaxPool2dOptions(2).padding(1)), x));
+      MaxPool2x2Applies(options(nn::MaxPool2dOptions(2).padding(1)), x));
   EXPECT_FALSE(
-      MaxPool2x2Applies(spec_of(nn::MaxPool2dOptions(2).dilation(2)), x));
+      MaxPool2x2Applies(options(nn::MaxPool2dOptions(2).dilation(2)), x));
   EXPECT_FALSE(
-      MaxPool2x2Applies(spec_of(nn::MaxPool2dOptions(2).ceil_mode(true)), x));
+      MaxPool2x2Applies(options(nn::MaxPool2dOptions(2).ceil_mode(true)), x));
   EXPECT_FALSE(
-      MaxPool2x2Applies(spec_of(nn::MaxPool2dOptions(2)), x.to(at::kDouble)));
+      MaxPool2x2Applies(options(nn::MaxPool2dOptions(2)), x.to(at::kDouble)));
   EXPECT_FALSE(MaxPool2x2Applies(
-      spec_of(nn::MaxPool2dOptions(2)),
+      options(nn::MaxPool2dOptions(2)),
       x.contiguous(at::MemoryFormat::ChannelsLast).expand({1, 3, 4, 4})));
+  EXPECT_FALSE(MaxPool2x2Applies(options(nn::MaxPool2dOptions(2)),
+                                 at::rand({1, 1, 1, 4})));
+  EXPECT_FALSE(MaxPool2x2Applies(options(nn::MaxPool2dOptions(2)),
+                                 at::rand({1, 0, 4, 4})));
 }
 
 // In grad mode ModelView::Forward takes MaxPool2x2 for the user's plain
@@ -185,6 +209,9 @@ TEST(ModelView, FastMaxPoolGivesTheModulesGradients) {
   SetFastMaxPool(true);
   EXPECT_TRUE(torch::equal(fast, plain));
   EXPECT_GT(plain.abs().sum().item<double>(), 0);
+  // Options changed after Create are seen: a 3x3 pool runs the module's.
+  model[1]->as<nn::MaxPool2d>()->options.kernel_size(3);
+  EXPECT_FALSE(absl::StrContains(pooled(), "MaxPool2x2")) << pooled();
 }
 
 TEST(ModelView, ErrorsNameTheProblem) {

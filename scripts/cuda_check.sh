@@ -14,6 +14,7 @@ torch_cmake=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 python3 -c 'import torch;print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())'
 build=${BUILD_DIR:-/tmp/build-cuda}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DPOSTTRAIN_BUILD_BENCH=OFF \
+  -DPOSTTRAIN_OPENMP_POOL=OFF \
   -DCMAKE_PREFIX_PATH="$torch_cmake;$deps/usr" \
   -DProtobuf_PROTOC_EXECUTABLE="$deps/usr/bin/protoc" "$@"
 cmake --build "$build" -j"$(nproc)"
