@@ -5,12 +5,9 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
-#include <string>
 
 // v != v is the NaN test of the kernel's tie and NaN rule; fast math would
 // fold it away.
@@ -196,14 +193,6 @@ struct MaxPool2x2Function
   }
 };
 
-std::atomic<bool>& FastMaxPoolFlag() {
-  static std::atomic<bool> flag([] {
-    const char* v = std::getenv("POSTTRAIN_FAST_MAX_POOL");
-    return v == nullptr || std::string(v) != "0";
-  }());
-  return flag;
-}
-
 }  // namespace
 
 bool MaxPool2x2Applies(const torch::nn::MaxPool2dOptions& o,
@@ -220,8 +209,5 @@ bool MaxPool2x2Applies(const torch::nn::MaxPool2dOptions& o,
 at::Tensor MaxPool2x2(const at::Tensor& x) {
   return MaxPool2x2Function::apply(x);
 }
-
-bool FastMaxPool() { return FastMaxPoolFlag().load(); }
-void SetFastMaxPool(bool on) { FastMaxPoolFlag().store(on); }
 
 }  // namespace posttrain

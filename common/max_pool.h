@@ -21,8 +21,8 @@
 //   at::Tensor y = MaxPool2x2(x);  // as at::max_pool2d(x, {2, 2})
 //   y.sum().backward();
 //
-// Thread safety: MaxPool2x2 and MaxPool2x2Applies are safe to call
-// concurrently; SetFastMaxPool changes a process-wide switch.
+// Thread safety: stateless; safe to call concurrently. ModelView's switch
+// for it is FastMaxPool() in common/model_view.h.
 #ifndef POSTTRAIN_COMMON_MAX_POOL_H_
 #define POSTTRAIN_COMMON_MAX_POOL_H_
 
@@ -40,11 +40,6 @@ bool MaxPool2x2Applies(const torch::nn::MaxPool2dOptions& options,
 // Throws c10::Error unless x is a 4-D float32 CPU tensor with channels and
 // a map of at least 2x2.
 at::Tensor MaxPool2x2(const at::Tensor& x);
-
-// Whether ModelView::Forward uses MaxPool2x2 where it applies (default on;
-// POSTTRAIN_FAST_MAX_POOL=0 turns it off, to compare).
-bool FastMaxPool();
-void SetFastMaxPool(bool on);
 
 }  // namespace posttrain
 

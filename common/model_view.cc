@@ -173,16 +173,24 @@ absl::StatusOr<at::Tensor> ModelView::Forward(
 }
 
 namespace {
+// A process-wide switch, on unless the environment sets `var` to "0".
+std::atomic<bool>* NewEnvSwitch(const char* var) {
+  const char* v = std::getenv(var);
+  return new std::atomic<bool>(v == nullptr || std::string(v) != "0");
+}
 std::atomic<bool>& ChannelsLastFlag() {
-  static std::atomic<bool> flag([] {
-    const char* v = std::getenv("POSTTRAIN_CHANNELS_LAST");
-    return v == nullptr || std::string(v) != "0";
-  }());
-  return flag;
+  static std::atomic<bool>* flag = NewEnvSwitch("POSTTRAIN_CHANNELS_LAST");
+  return *flag;
+}
+std::atomic<bool>& FastMaxPoolFlag() {
+  static std::atomic<bool>* flag = NewEnvSwitch("POSTTRAIN_FAST_MAX_POOL");
+  return *flag;
 }
 }  // namespace
 
 bool ChannelsLastInference() { return ChannelsLastFlag().load(); }
 void SetChannelsLastInference(bool on) { ChannelsLastFlag().store(on); }
+bool FastMaxPool() { return FastMaxPoolFlag().load(); }
+void SetFastMaxPool(bool on) { FastMaxPoolFlag().store(on); }
 
 }  // namespace posttrain

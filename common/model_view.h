@@ -90,6 +90,11 @@ class ModelView {
 // POSTTRAIN_CHANNELS_LAST=0 turns it off for the process (to compare).
 bool ChannelsLastInference();
 void SetChannelsLastInference(bool on);
+// Whether ModelView::Forward runs MaxPool2x2 (common/max_pool.h) for a
+// plain 2x2 MaxPool2d outside the channels-last path (default on;
+// POSTTRAIN_FAST_MAX_POOL=0 turns it off, to compare).
+bool FastMaxPool();
+void SetFastMaxPool(bool on);
 
 }  // namespace posttrain
 
