@@ -10,9 +10,12 @@ first Linear, 9.weight, [64, 1568]), prints per delta epoch:
   - the per-row entropy of the same step applied to the delta rotated into
     its left singular basis (a KLT over the rows), which keeps the weights'
     RMS error the same, and what sending that 64 x 64 basis would cost.
+With --write_q=OUT it also writes each delta epoch's quantized values as
+int8 (OUT/q<epoch>.bin), to compare general-purpose compressors on them:
+    for e in 1 4 7; do zstd -1 -c OUT/q$e.bin | wc -c; done
 Needs numpy (Debian's python3-numpy); it is an analysis, not a test.
 
-    bench/codec_analysis.py DIR [--tensor=9.weight --rows=64]
+    bench/codec_analysis.py DIR [--tensor=9.weight --rows=64 --write_q=OUT]
 """
 import argparse
 import numpy as np
@@ -30,6 +33,7 @@ def main():
     ap.add_argument("--tensor", default="9.weight")
     ap.add_argument("--rows", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=9)
+    ap.add_argument("--write_q", default="")
     a = ap.parse_args()
 
     def load(e):
@@ -43,6 +47,8 @@ def main():
         d = load(e) - load(e - 1)
         step = np.abs(d).max() / 31
         q = np.round(d / step)
+        if a.write_q:
+            q.astype(np.int8).tofile(f"{a.write_q}/q{e}.bin")
         u, s, _ = np.linalg.svd(d, full_matrices=False)
         energy = np.cumsum(s**2) / np.sum(s**2)
         qc = np.round((u.T @ d) / step)

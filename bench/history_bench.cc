@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_util.h"
+#include "common/allocator.h"
 #include "common/model_spec.h"
 #include "common/module_state.h"
 #include "history/file_format.h"
@@ -62,6 +63,12 @@ ABSL_FLAG(
 ABSL_FLAG(bool, lossy_diffusion,
           posttrain::HistoryOptions().lossy_error_diffusion,
           "lossy codec: error diffusion along each output row");
+ABSL_FLAG(int, lossy_kernel_extra_bits,
+          posttrain::HistoryOptions().lossy_kernel_extra_bits,
+          "lossy codec: extra bits of convolution kernels (3+ dimensions)");
+ABSL_FLAG(uint32_t, keyframe_interval,
+          posttrain::HistoryOptions().keyframe_interval,
+          "delta/lossy: every n-th blob of the store is a keyframe");
 ABSL_FLAG(int64_t, lossy_min_elements,
           posttrain::HistoryOptions().lossy_min_elements,
           "lossy codec: smaller tensors are stored losslessly");
@@ -172,6 +179,9 @@ std::pair<double, double> MeasureLoadInChild(const std::string& dir) {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  // Freed activations stay mapped, as in the phase (common/allocator.h): the
+  // prediction checks re-allocate the same buffers for every epoch.
+  posttrain::KeepFreedMemory();
   if (!absl::GetFlag(FLAGS_measure_load).empty()) {
     return MeasureLoad(absl::GetFlag(FLAGS_measure_load));
   }
@@ -261,6 +271,8 @@ int main(int argc, char** argv) {
       enc.lossy_min_elements = absl::GetFlag(FLAGS_lossy_min_elements);
       enc.lossy_small_bits = absl::GetFlag(FLAGS_lossy_small_bits);
       enc.lossy_error_diffusion = absl::GetFlag(FLAGS_lossy_diffusion);
+      enc.lossy_kernel_extra_bits =
+          absl::GetFlag(FLAGS_lossy_kernel_extra_bits);
       BlobBuffers buffers;
       for (int rep = 0; rep < 3 * repeats; ++rep) {
         std::vector<std::string> files;
@@ -308,6 +320,9 @@ int main(int argc, char** argv) {
       options.lossy_min_elements = absl::GetFlag(FLAGS_lossy_min_elements);
       options.lossy_small_bits = absl::GetFlag(FLAGS_lossy_small_bits);
       options.lossy_error_diffusion = absl::GetFlag(FLAGS_lossy_diffusion);
+      options.lossy_kernel_extra_bits =
+          absl::GetFlag(FLAGS_lossy_kernel_extra_bits);
+      options.keyframe_interval = absl::GetFlag(FLAGS_keyframe_interval);
       options.zstd_level = absl::GetFlag(FLAGS_zstd_level);
       auto store = HistoryStore::Open(dir, options, spec);
       if (!store.ok()) Die(store.status());

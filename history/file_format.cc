@@ -226,6 +226,12 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
           "lossy quantization bits must be in [2, 16], got ", bits));
     }
   }
+  if (lossy && (options.lossy_kernel_extra_bits < 0 ||
+                options.lossy_kernel_extra_bits > 14)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("lossy_kernel_extra_bits must be in [0, 14], got ",
+                     options.lossy_kernel_extra_bits));
+  }
   if (lossy && !(options.lossy_delta_step_factor > 0.0 &&
                  std::isfinite(options.lossy_delta_step_factor))) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -294,9 +300,13 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
       payload.append(reinterpret_cast<const char*>(src), n);
     } else {
       float scale = -1.0f;
-      const int bits = small ? options.lossy_small_bits
-                       : b   ? options.lossy_delta_bits
-                             : options.lossy_keyframe_bits;
+      const int bits =
+          small ? options.lossy_small_bits
+                : std::min(16, (b ? options.lossy_delta_bits
+                                  : options.lossy_keyframe_bits) +
+                                   (t.dim() >= 3
+                                        ? options.lossy_kernel_extra_bits
+                                        : 0));
       const size_t count = n / 4;
       const size_t qbytes = count * QuantBytes(bits);
       const float* basef =

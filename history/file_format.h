@@ -69,6 +69,12 @@ struct BlobEncodeOptions {
   // that is 0: they cost little and a model is most sensitive there.
   int64_t lossy_min_elements = 1024;
   int lossy_small_bits = 16;
+  // Lossy: tensors of three or more dimensions (convolution kernels) get
+  // this many more bits than lossy_keyframe_bits / lossy_delta_bits, capped
+  // at 16. A kernel weight is applied at every output position, a Linear
+  // weight once per output, so a kernel's rounding error reaches the model's
+  // output many times over (docs/BENCHMARKS.md, issue 13). In [0, 14].
+  int lossy_kernel_extra_bits = 1;
   // Lossy: quantize tensors of two or more dimensions with error diffusion
   // along each output row (QuantizeDifferenceDiffused).
   bool lossy_error_diffusion = false;

@@ -47,6 +47,10 @@ absl::Status CheckOptions(const HistoryOptions& o) {
           "HistoryOptions lossy bits must be in [2, 16]");
     }
   }
+  if (o.lossy_kernel_extra_bits < 0 || o.lossy_kernel_extra_bits > 14) {
+    return absl::InvalidArgumentError(
+        "HistoryOptions.lossy_kernel_extra_bits must be in [0, 14]");
+  }
   if (!(o.lossy_delta_step_factor > 0.0 &&
         std::isfinite(o.lossy_delta_step_factor))) {
     return absl::InvalidArgumentError(
@@ -280,6 +284,7 @@ absl::Status HistoryStore::AppendImpl(const EpochMetadata& meta,
   enc.lossy_delta_step_factor = options_.lossy_delta_step_factor;
   enc.lossy_min_elements = options_.lossy_min_elements;
   enc.lossy_small_bits = options_.lossy_small_bits;
+  enc.lossy_kernel_extra_bits = options_.lossy_kernel_extra_bits;
   enc.lossy_error_diffusion = options_.lossy_error_diffusion;
   NamedTensors recon;
   PT_ASSIGN_OR_RETURN(EncodedBlob blob,

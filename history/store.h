@@ -71,6 +71,9 @@ struct HistoryOptions {
   // lossy_small_bits (0: stored losslessly).
   int64_t lossy_min_elements = 1024;
   int lossy_small_bits = 16;
+  // Lossy codec: extra bits of convolution kernels (tensors of three or
+  // more dimensions), in [0, 14]; BlobEncodeOptions explains why.
+  int lossy_kernel_extra_bits = 1;
   // Lossy codec: error diffusion along each output row of tensors with two
   // or more dimensions (QuantizeDifferenceDiffused in history/codec.h).
   bool lossy_error_diffusion = false;

@@ -378,6 +378,67 @@ TEST(HistoryStore, ErrorDiffusionOptionReachesTheEncoder) {
   EXPECT_GT(differ, 0);
 }
 
+// Convolution kernels (3+ dimensions) get lossy_kernel_extra_bits more than
+// the keyframe and delta bits; matrices and vectors do not. The store
+// records each tensor's bits, and the kernels' error shrinks accordingly.
+TEST(HistoryStore, LossyKernelExtraBitsReachConvolutionKernelsOnly) {
+  HistoryOptions options;
+  options.codec = pb::CODEC_LOSSY;
+  options.keyframe_interval = 4;
+  options.lossy_min_elements = 32;  // quantize the conv and linear weights
+  options.lossy_kernel_extra_bits = 3;
+  const std::string dir = MakeTempDir("kernel-bits");
+  const std::vector<NamedTensors> truth = WriteCnnHistory(dir, options, 2);
+  options.lossy_kernel_extra_bits = 0;
+  const std::string plain_dir = MakeTempDir("kernel-bits-off");
+  WriteCnnHistory(plain_dir, options, 2);
+  int kernels = 0, others = 0;
+  for (int e = 0; e < 2; ++e) {
+    const int base_bits =
+        e == 0 ? options.lossy_keyframe_bits : options.lossy_delta_bits;
+    auto header = ParseBlobHeader(
+        ReadFileBytes(JoinPath(dir, BlobFileName(e))), "test", e);
+    auto plain = ParseBlobHeader(
+        ReadFileBytes(JoinPath(plain_dir, BlobFileName(e))), "test", e);
+    ASSERT_TRUE(header.ok() && plain.ok());
+    ASSERT_EQ(header->tensors_size(), plain->tensors_size());
+    for (int i = 0; i < header->tensors_size(); ++i) {
+      const pb::TensorRecord& r = header->tensors(i);
+      int64_t numel = 1;
+      for (int64_t d : r.shape()) numel *= d;
+      if (r.encoding() != pb::ENCODING_QUANT_ZSTD) continue;
+      if (numel < options.lossy_min_elements) {
+        EXPECT_EQ(r.quant_bits(), options.lossy_small_bits) << r.name();
+      } else if (r.shape_size() >= 3) {
+        EXPECT_EQ(r.quant_bits(), base_bits + 3) << r.name();
+        // Three more bits: the step and the error about 8x finer.
+        EXPECT_LT(r.max_abs_error(), plain->tensors(i).max_abs_error() / 4)
+            << r.name();
+        ++kernels;
+      } else {
+        EXPECT_EQ(r.quant_bits(), base_bits) << r.name();
+        ++others;
+      }
+    }
+  }
+  EXPECT_GT(kernels, 1);
+  EXPECT_GT(others, 1);
+  // The kernels still read back within the recorded bound.
+  auto store = HistoryStore::OpenReadOnly(dir);
+  ASSERT_TRUE(store.ok());
+  auto state = (*store)->ReadEpoch(1);
+  ASSERT_TRUE(state.ok()) << state.status();
+  for (size_t i = 0; i < truth[1].size(); ++i) {
+    if (!truth[1][i].tensor.is_floating_point()) continue;
+    EXPECT_LE(((*state)[i].tensor.to(torch::kDouble) -
+               truth[1][i].tensor.to(torch::kDouble))
+                  .abs()
+                  .max()
+                  .item<double>(),
+              (*store)->Epochs()[1].max_abs_error());
+  }
+}
+
 TEST(HistoryStore, LossyKeepsSmallTensorsExactWhenAsked) {
   const std::string dir = MakeTempDir("lossy-small");
   HistoryOptions options;
@@ -805,6 +866,14 @@ TEST(HistoryStore, RejectsBadOptionsAndStates) {
   options.lossy_delta_bits = 17;
   EXPECT_EQ(HistoryStore::Open(dir, options, SpecOf(model)).status().code(),
             absl::StatusCode::kInvalidArgument);
+  for (int extra : {-1, 15}) {
+    options = {};
+    options.lossy_kernel_extra_bits = extra;
+    absl::Status s = HistoryStore::Open(dir, options, SpecOf(model)).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << extra;
+    EXPECT_TRUE(absl::StrContains(s.message(), "lossy_kernel_extra_bits"))
+        << s;
+  }
   auto store = HistoryStore::Open(dir, {}, SpecOf(model));
   ASSERT_TRUE(store.ok());
   NamedTensors strided = {{"w", torch::ones({4, 4}).t().slice(0, 0, 4, 2)}};
