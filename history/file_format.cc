@@ -300,13 +300,14 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
       payload.append(reinterpret_cast<const char*>(src), n);
     } else {
       float scale = -1.0f;
-      const int bits =
-          small ? options.lossy_small_bits
-                : std::min(16, (b ? options.lossy_delta_bits
-                                  : options.lossy_keyframe_bits) +
-                                   (t.dim() >= 3
-                                        ? options.lossy_kernel_extra_bits
-                                        : 0));
+      // Convolution kernels (3+ dimensions) get extra bits: each weight is
+      // applied at every output position (BlobEncodeOptions).
+      const int kernel_extra =
+          t.dim() >= 3 ? options.lossy_kernel_extra_bits : 0;
+      const int bits = small ? options.lossy_small_bits
+                             : std::min(16, (b ? options.lossy_delta_bits
+                                               : options.lossy_keyframe_bits) +
+                                                kernel_extra);
       const size_t count = n / 4;
       const size_t qbytes = count * QuantBytes(bits);
       const float* basef =

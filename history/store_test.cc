@@ -396,8 +396,8 @@ TEST(HistoryStore, LossyKernelExtraBitsReachConvolutionKernelsOnly) {
   for (int e = 0; e < 2; ++e) {
     const int base_bits =
         e == 0 ? options.lossy_keyframe_bits : options.lossy_delta_bits;
-    auto header = ParseBlobHeader(
-        ReadFileBytes(JoinPath(dir, BlobFileName(e))), "test", e);
+    auto header = ParseBlobHeader(ReadFileBytes(JoinPath(dir, BlobFileName(e))),
+                                  "test", e);
     auto plain = ParseBlobHeader(
         ReadFileBytes(JoinPath(plain_dir, BlobFileName(e))), "test", e);
     ASSERT_TRUE(header.ok() && plain.ok());
@@ -871,8 +871,7 @@ TEST(HistoryStore, RejectsBadOptionsAndStates) {
     options.lossy_kernel_extra_bits = extra;
     absl::Status s = HistoryStore::Open(dir, options, SpecOf(model)).status();
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << extra;
-    EXPECT_TRUE(absl::StrContains(s.message(), "lossy_kernel_extra_bits"))
-        << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), "lossy_kernel_extra_bits")) << s;
   }
   auto store = HistoryStore::Open(dir, {}, SpecOf(model));
   ASSERT_TRUE(store.ok());
