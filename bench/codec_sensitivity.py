@@ -4,7 +4,8 @@
 Reads the float32 tensors that `history_bench --dump_dir=DIR` writes
 (<epoch>_<name>.f32, the example's Sequential: conv 0, BatchNorm 1, conv 4,
 BatchNorm 5, Linear 9, Linear 11) and replays the lossy codec's default
-quantizer in numpy: epoch 0 a keyframe (max|w| / 63), every later epoch a
+quantizer (7 / 6 bits, range rule) in numpy, without a store's later
+keyframes: epoch 0 a keyframe (max|w| / 63), every later epoch a
 delta against the previous reconstruction (max|delta| / 31), tensors under
 1 024 elements at 16 bits. For each setting it prints the share of
 predictions that change, over every epoch, on 10 000 Fashion-MNIST

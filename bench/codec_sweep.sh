@@ -6,7 +6,9 @@
 #   bench/codec_sweep.sh STORE [SETTING...]
 # A SETTING is K/D[/diffusion][/min_elements/small_bits], e.g. 7/6, 7/6/on,
 # 6/5/off/5000/8 (tensors under 5 000 elements at 8 bits). Default: the
-# table in docs/BENCHMARKS.md. Environment: BUILD_DIR (default build).
+# table in docs/BENCHMARKS.md. Environment: BUILD_DIR (default build),
+# HISTORY_BENCH_ARGS (more history_bench flags for every setting, e.g.
+# --lossy_kernel_extra_bits=0 for the tables measured before that option).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 store=${1:?usage: bench/codec_sweep.sh STORE [SETTING...]}
@@ -25,7 +27,8 @@ for s in "${settings[@]}"; do
   diff=${diff:-off}
   args=(--store="$store" --codecs=lossy --repeats=1 --validation_size=10000
         --lossy_keyframe_bits="$k" --lossy_delta_bits="$d"
-        --lossy_diffusion="$([[ $diff == on ]] && echo true || echo false)")
+        --lossy_diffusion="$([[ $diff == on ]] && echo true || echo false)"
+        ${HISTORY_BENCH_ARGS:-})
   small_label="16 bits (< 1024)"
   if [[ -n ${min:-} ]]; then
     args+=(--lossy_min_elements="$min" --lossy_small_bits="$small")

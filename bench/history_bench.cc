@@ -179,12 +179,13 @@ std::pair<double, double> MeasureLoadInChild(const std::string& dir) {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  // Freed activations stay mapped, as in the phase (common/allocator.h): the
-  // prediction checks re-allocate the same buffers for every epoch.
-  posttrain::KeepFreedMemory();
   if (!absl::GetFlag(FLAGS_measure_load).empty()) {
     return MeasureLoad(absl::GetFlag(FLAGS_measure_load));
   }
+  // Freed activations stay mapped, as in the phase (common/allocator.h): the
+  // prediction checks re-allocate the same buffers for every epoch. (Not in
+  // the --measure_load child above, whose peak memory is a user's load.)
+  posttrain::KeepFreedMemory();
   // Codec work is single-threaded by design; torch threads only speed up
   // the prediction check.
   torch::set_num_threads(2);

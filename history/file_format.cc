@@ -321,7 +321,9 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
         // (measured worse on the example: docs/BENCHMARKS.md, issue 13).
         float min_step = 0.0f;
         if (b != nullptr && !small) {
-          const int kbits = options.lossy_keyframe_bits;
+          // A kernel's keyframe has the extra bits too.
+          const int kbits =
+              std::min(16, options.lossy_keyframe_bits + kernel_extra);
           const auto factor =
               static_cast<float>(options.lossy_delta_step_factor);
           if (options.lossy_delta_step == LossyDeltaStep::kKeyframeMax) {

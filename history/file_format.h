@@ -48,7 +48,8 @@ enum class LossyDeltaStep {
   // scale = max|value - base| / qmax(lossy_delta_bits): the step follows
   // the size of the change, finer than a keyframe's.
   kDeltaRange,
-  // scale = lossy_delta_step_factor * max|value| / qmax(lossy_keyframe_bits),
+  // scale = lossy_delta_step_factor * max|value| / qmax(lossy_keyframe_bits)
+  // (plus lossy_kernel_extra_bits for kernels),
   // the step a keyframe of the same values would use, so a delta's error
   // bound equals a keyframe's (coarser when a change needs more than
   // qmax(lossy_delta_bits) steps).

@@ -439,6 +439,48 @@ TEST(HistoryStore, LossyKernelExtraBitsReachConvolutionKernelsOnly) {
   }
 }
 
+// The encoder's own options: 3-D kernels (Conv1d) count as kernels, the bits
+// are capped at 16 (QuantBytes 2), and a bad value is refused.
+TEST(HistoryStore, LossyKernelExtraBitsCapAtSixteenAndCountThreeDims) {
+  torch::manual_seed(3);
+  NamedTensors e0 = {{"vector", torch::randn({2000})},
+                     {"matrix", torch::randn({40, 50})},
+                     {"conv1d", torch::randn({10, 20, 10})},
+                     {"conv2d", torch::randn({10, 5, 4, 10})}};
+  NamedTensors e1;
+  for (const auto& nt : e0) {
+    e1.push_back({nt.name, nt.tensor + 1e-2 * torch::randn_like(nt.tensor)});
+  }
+  BlobEncodeOptions options;
+  options.codec = pb::CODEC_LOSSY;
+  options.lossy_keyframe_bits = 15;
+  options.lossy_delta_bits = 6;
+  options.lossy_kernel_extra_bits = 3;
+  NamedTensors recon0, recon1;
+  const pb::BlobHeader key = EncodeAndDecode(e0, nullptr, options, &recon0);
+  const pb::BlobHeader delta = EncodeAndDecode(e1, &recon0, options, &recon1);
+  ASSERT_EQ(key.tensors_size(), 4);
+  ASSERT_EQ(delta.tensors_size(), 4);
+  const int key_bits[] = {15, 15, 16, 16};  // 15 + 3, capped
+  const int delta_bits[] = {6, 6, 9, 9};
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(key.tensors(i).encoding(), pb::ENCODING_QUANT_ZSTD);
+    EXPECT_EQ(key.tensors(i).quant_bits(), key_bits[i]) << e0[i].name;
+    EXPECT_EQ(delta.tensors(i).quant_bits(), delta_bits[i]) << e0[i].name;
+  }
+  for (int extra : {-1, 15}) {
+    options.lossy_kernel_extra_bits = extra;
+    BlobBuffers buffers;
+    NamedTensors recon;
+    auto blob =
+        EncodeBlob(0, CloneState(e0), nullptr, -1, options, &buffers, &recon);
+    EXPECT_EQ(blob.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(
+        absl::StrContains(blob.status().message(), "lossy_kernel_extra_bits"))
+        << blob.status();
+  }
+}
+
 TEST(HistoryStore, LossyKeepsSmallTensorsExactWhenAsked) {
   const std::string dir = MakeTempDir("lossy-small");
   HistoryOptions options;
