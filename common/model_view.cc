@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/batch_norm_eval.h"
 #include "common/max_pool.h"
 #include "common/model_spec.h"
 #include "common/status.h"
@@ -31,6 +32,10 @@ struct ModelView::Impl {
   // differ), so MaxPool2x2 may run in its place; null otherwise. Its
   // options are read at each forward (they are a public field).
   std::vector<const torch::nn::MaxPool2dImpl*> max_pools;
+  // Parallel to layers: the module when it is exactly a
+  // torch::nn::BatchNorm2dImpl, so BatchNormEval may run it in grad mode
+  // (read at each forward: its mode and options may change); null otherwise.
+  std::vector<const torch::nn::BatchNorm2dImpl*> batch_norms;
 };
 
 namespace {
@@ -88,6 +93,10 @@ absl::StatusOr<ModelView> ModelView::Create(
         typeid(*m) == typeid(torch::nn::MaxPool2dImpl)
             ? dynamic_cast<const torch::nn::MaxPool2dImpl*>(m)
             : nullptr);
+    impl->batch_norms.push_back(
+        typeid(*m) == typeid(torch::nn::BatchNorm2dImpl)
+            ? dynamic_cast<const torch::nn::BatchNorm2dImpl*>(m)
+            : nullptr);
   }
   return ModelView(std::move(impl));
 }
@@ -142,6 +151,9 @@ absl::StatusOr<at::Tensor> ModelView::Forward(
   // NCHW runs (tuning's forward and backward) take the vectorized 2x2 max
   // pooling; channels-last runs already have a fast kernel.
   const bool fast_pool = !channels_last && FastMaxPool();
+  // With grad, an eval-mode BatchNorm2d's backward need not reduce for the
+  // weight and bias gradients that tuning never asks for.
+  const bool fast_batch_norm = at::GradMode::is_enabled() && FastBatchNorm();
   auto plain = [&](const at::Tensor& t) {
     return channels_last && t.dim() == 4 ? t.contiguous() : t;
   };
@@ -157,6 +169,9 @@ absl::StatusOr<at::Tensor> ModelView::Forward(
       if (fast_pool && impl_->max_pools[i] != nullptr &&
           MaxPool2x2Applies(impl_->max_pools[i]->options, h)) {
         h = MaxPool2x2(h);  // max_pool2d's values and gradients, faster
+      } else if (fast_batch_norm && impl_->batch_norms[i] != nullptr &&
+                 BatchNormEvalApplies(*impl_->batch_norms[i], h)) {
+        h = BatchNormEval(*impl_->batch_norms[i], h);  // the same, bit for bit
       } else {
         h = impl_->modules[i].forward(h);
       }
@@ -186,11 +201,17 @@ std::atomic<bool>& FastMaxPoolFlag() {
   static std::atomic<bool>* flag = NewEnvSwitch("POSTTRAIN_FAST_MAX_POOL");
   return *flag;
 }
+std::atomic<bool>& FastBatchNormFlag() {
+  static std::atomic<bool>* flag = NewEnvSwitch("POSTTRAIN_FAST_BATCH_NORM");
+  return *flag;
+}
 }  // namespace
 
 bool ChannelsLastInference() { return ChannelsLastFlag().load(); }
 void SetChannelsLastInference(bool on) { ChannelsLastFlag().store(on); }
 bool FastMaxPool() { return FastMaxPoolFlag().load(); }
 void SetFastMaxPool(bool on) { FastMaxPoolFlag().store(on); }
+bool FastBatchNorm() { return FastBatchNormFlag().load(); }
+void SetFastBatchNorm(bool on) { FastBatchNormFlag().store(on); }
 
 }  // namespace posttrain

@@ -73,7 +73,10 @@ class ModelView {
   // The returned tensor and the taps are contiguous as usual. Other
   // forwards (tuning's, with grad) run a plain torch::nn::MaxPool2d with a
   // 2x2 kernel and stride 2 through MaxPool2x2 (common/max_pool.h): the
-  // same values and gradients, bit for bit, several times faster.
+  // same values and gradients, bit for bit, several times faster; with
+  // grad, a plain torch::nn::BatchNorm2d in eval mode runs through
+  // BatchNormEval (common/batch_norm_eval.h), whose backward skips the
+  // weight and bias reductions unless their gradients are wanted.
   absl::StatusOr<at::Tensor> Forward(
       const at::Tensor& x, int end, const std::vector<int>& taps = {},
       std::vector<at::Tensor>* tapped = nullptr) const;
@@ -95,6 +98,11 @@ void SetChannelsLastInference(bool on);
 // POSTTRAIN_FAST_MAX_POOL=0 turns it off, to compare).
 bool FastMaxPool();
 void SetFastMaxPool(bool on);
+// Whether ModelView::Forward runs BatchNormEval (common/batch_norm_eval.h)
+// for an eval-mode BatchNorm2d in grad mode (default on;
+// POSTTRAIN_FAST_BATCH_NORM=0 turns it off, to compare).
+bool FastBatchNorm();
+void SetFastBatchNorm(bool on);
 
 }  // namespace posttrain
 

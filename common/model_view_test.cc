@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/match.h"
+#include "common/batch_norm_eval.h"
 #include "common/max_pool.h"
 #include "common/sequential_block.h"
 
@@ -212,6 +213,120 @@ TEST(ModelView, FastMaxPoolGivesTheModulesGradients) {
   // Options changed after Create are seen: a 3x3 pool runs the module's.
   model[1]->as<nn::MaxPool2d>()->options.kernel_size(3);
   EXPECT_FALSE(absl::StrContains(pooled(), "MaxPool2x2")) << pooled();
+}
+
+// An eval-mode BatchNorm2d with statistics and parameters far from the
+// defaults: negative weights (so -0.0 gradients occur), small variances.
+nn::BatchNorm2d EvalBatchNorm(int64_t channels) {
+  nn::BatchNorm2d bn(nn::BatchNorm2dOptions(channels).eps(1e-3));
+  torch::NoGradGuard no_grad;
+  bn->weight.uniform_(-2, 2);
+  bn->bias.uniform_(-1, 1);
+  bn->running_mean.uniform_(-1, 1);
+  bn->running_var.uniform_(0.01, 3);
+  bn->eval();
+  return bn;
+}
+
+bool BitEqual(const at::Tensor& a, const at::Tensor& b) {
+  return a.sizes() == b.sizes() && at::equal(a.contiguous().view(at::kInt),
+                                             b.contiguous().view(at::kInt));
+}
+
+TEST(BatchNormEval, SameValuesAndGradientsAsTheModule) {
+  torch::manual_seed(21);
+  for (int64_t channels : {3, 16}) {
+    nn::BatchNorm2d bn = EvalBatchNorm(channels);
+    at::Tensor x = at::randn({5, channels, 7, 9});
+    x = at::where(at::rand(x.sizes()) < 0.2, at::zeros({}), x);  // ReLU zeros
+    at::Tensor g = at::randn(x.sizes());
+    g = at::where(at::rand(g.sizes()) < 0.2, at::full({}, -0.0f), g);
+    at::Tensor a = x.clone().requires_grad_();
+    at::Tensor b = x.clone().requires_grad_();
+    at::Tensor ya = BatchNormEval(*bn, a);
+    at::Tensor yb = bn->forward(b);
+    EXPECT_TRUE(BitEqual(ya, yb)) << channels;
+    // Only the input's gradient wanted (tuning): the hand-written backward.
+    auto ga = torch::autograd::grad({ya}, {a}, {g});
+    auto gb = torch::autograd::grad({yb}, {b}, {g});
+    EXPECT_TRUE(BitEqual(ga[0], gb[0]))
+        << channels << " " << (ga[0] - gb[0]).abs().max();
+    // The weight's and bias's too: LibTorch's backward, the same three.
+    ya = BatchNormEval(*bn, a);
+    yb = bn->forward(b);
+    auto wa = torch::autograd::grad({ya}, {a, bn->weight, bn->bias}, {g});
+    auto wb = torch::autograd::grad({yb}, {b, bn->weight, bn->bias}, {g});
+    for (int k = 0; k < 3; ++k) EXPECT_TRUE(BitEqual(wa[k], wb[k])) << k;
+    EXPECT_GT(wa[1].abs().sum().item<double>(), 0);
+    // A double backward is an error, not a silent zero.
+    EXPECT_THROW(torch::autograd::grad({BatchNormEval(*bn, a)}, {a}, {g},
+                                       /*retain_graph=*/true,
+                                       /*create_graph=*/true),
+                 c10::Error);
+  }
+}
+
+TEST(BatchNormEval, AppliesOnlyToAnEvalModeAffineTrackingModule) {
+  nn::BatchNorm2d bn = EvalBatchNorm(4);
+  const at::Tensor x = at::randn({2, 4, 5, 5});
+  EXPECT_TRUE(BatchNormEvalApplies(*bn, x));
+  EXPECT_FALSE(BatchNormEvalApplies(*bn, at::randn({2, 3, 5, 5})));
+  EXPECT_FALSE(BatchNormEvalApplies(*bn, x.transpose(2, 3)));
+  EXPECT_FALSE(BatchNormEvalApplies(*bn, x.to(at::kDouble)));
+  EXPECT_FALSE(
+      BatchNormEvalApplies(*bn, x.contiguous(at::MemoryFormat::ChannelsLast)));
+  bn->train();
+  EXPECT_FALSE(BatchNormEvalApplies(*bn, x));  // batch statistics
+  EXPECT_THROW(BatchNormEval(*bn, x), c10::Error);
+  nn::BatchNorm2d plain(nn::BatchNorm2dOptions(4).affine(false));
+  plain->eval();
+  EXPECT_FALSE(BatchNormEvalApplies(*plain, x));
+  nn::BatchNorm2d untracked(
+      nn::BatchNorm2dOptions(4).track_running_stats(false));
+  untracked->eval();
+  EXPECT_FALSE(BatchNormEvalApplies(*untracked, x));
+}
+
+TEST(ModelView, FastBatchNormGivesTheModulesGradients) {
+  torch::manual_seed(5);
+  nn::Sequential model(
+      nn::Conv2d(nn::Conv2dOptions(1, 6, 3).padding(1)), EvalBatchNorm(6),
+      nn::ReLU(), nn::Conv2d(nn::Conv2dOptions(6, 4, 3).padding(1)),
+      EvalBatchNorm(4), nn::ReLU(), nn::Flatten(), nn::Linear(4 * 8 * 8, 3));
+  for (auto& m : model->modules(false)) {
+    if (dynamic_cast<nn::BatchNorm2dImpl*>(m.get())) m->eval();
+  }
+  auto view = ModelView::Create(model);
+  ASSERT_TRUE(view.ok());
+  ASSERT_TRUE(FastBatchNorm());  // the default
+  const torch::Tensor x = torch::rand({6, 1, 8, 8});
+  // Gradients of the convolutions only, as tuning asks for them.
+  auto grads = [&] {
+    auto out = view->Forward(x, view->size());
+    EXPECT_TRUE(out.ok());
+    return torch::autograd::grad(
+        {out->pow(2).sum()},
+        {model[0]->parameters()[0], model[0]->parameters()[1],
+         model[3]->parameters()[0], model[3]->parameters()[1]});
+  };
+  auto normed = [&] { return view->Forward(x, 2)->grad_fn()->name(); };
+  EXPECT_TRUE(absl::StrContains(normed(), "BatchNormEval")) << normed();
+  const auto fast = grads();
+  SetFastBatchNorm(false);
+  EXPECT_FALSE(absl::StrContains(normed(), "BatchNormEval")) << normed();
+  const auto plain = grads();
+  SetFastBatchNorm(true);
+  for (size_t k = 0; k < fast.size(); ++k) {
+    EXPECT_TRUE(BitEqual(fast[k], plain[k])) << k;
+  }
+  EXPECT_GT(plain[0].abs().sum().item<double>(), 0);
+  // Without grad, and in training mode, the module runs as it is.
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_EQ(view->Forward(x, 2)->grad_fn(), nullptr);
+  }
+  model[1]->train();
+  EXPECT_FALSE(absl::StrContains(normed(), "BatchNormEval")) << normed();
 }
 
 TEST(ModelView, ErrorsNameTheProblem) {
