@@ -304,10 +304,12 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
       // applied at every output position (BlobEncodeOptions).
       const int kernel_extra =
           t.dim() >= 3 ? options.lossy_kernel_extra_bits : 0;
-      const int bits = small ? options.lossy_small_bits
-                             : std::min(16, (b ? options.lossy_delta_bits
-                                               : options.lossy_keyframe_bits) +
-                                                kernel_extra);
+      const int keyframe_bits =
+          std::min(16, options.lossy_keyframe_bits + kernel_extra);
+      const int bits =
+          small ? options.lossy_small_bits
+          : b   ? std::min(16, options.lossy_delta_bits + kernel_extra)
+                : keyframe_bits;
       const size_t count = n / 4;
       const size_t qbytes = count * QuantBytes(bits);
       const float* basef =
@@ -321,16 +323,13 @@ absl::StatusOr<EncodedBlob> EncodeBlob(int64_t epoch, NamedTensors state,
         // (measured worse on the example: docs/BENCHMARKS.md, issue 13).
         float min_step = 0.0f;
         if (b != nullptr && !small) {
-          // A kernel's keyframe has the extra bits too.
-          const int kbits =
-              std::min(16, options.lossy_keyframe_bits + kernel_extra);
           const auto factor =
               static_cast<float>(options.lossy_delta_step_factor);
           if (options.lossy_delta_step == LossyDeltaStep::kKeyframeMax) {
-            min_step = MaxAbsStep(valuef, count, kbits);
+            min_step = MaxAbsStep(valuef, count, keyframe_bits);
             if (factor != 1.0f) min_step *= factor;
           } else if (options.lossy_delta_step == LossyDeltaStep::kKeyframeStd) {
-            min_step = factor * StdStep(valuef, count, kbits);
+            min_step = factor * StdStep(valuef, count, keyframe_bits);
           }
         }
         scratch.resize(qbytes);

@@ -468,6 +468,21 @@ TEST(HistoryStore, LossyKernelExtraBitsCapAtSixteenAndCountThreeDims) {
     EXPECT_EQ(key.tensors(i).quant_bits(), key_bits[i]) << e0[i].name;
     EXPECT_EQ(delta.tensors(i).quant_bits(), delta_bits[i]) << e0[i].name;
   }
+  // The keyframe_max floor is the step of the tensor's own keyframe: with
+  // the kernels' extra bits for kernels (7 + 3), without for the others.
+  options.lossy_keyframe_bits = 7;
+  options.lossy_delta_bits = 16;  // the range step is far finer: the floor
+  options.lossy_delta_step = LossyDeltaStep::kKeyframeMax;
+  NamedTensors floored;
+  const pb::BlobHeader floor = EncodeAndDecode(e1, &recon0, options, &floored);
+  ASSERT_EQ(floor.tensors_size(), 4);
+  for (int i = 0; i < 4; ++i) {
+    const at::Tensor v = e1[i].tensor.contiguous();
+    const int kbits = e1[i].tensor.dim() >= 3 ? 10 : 7;
+    EXPECT_EQ(floor.tensors(i).scale(),
+              MaxAbsStep(v.data_ptr<float>(), v.numel(), kbits))
+        << e1[i].name;
+  }
   for (int extra : {-1, 15}) {
     options.lossy_kernel_extra_bits = extra;
     BlobBuffers buffers;
